@@ -1,0 +1,101 @@
+"""Progress maths: percentages, the current step, durations and the spec's progress JSON, from a Task."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from domain.state import FINISHED_STEP, StepStatus
+from domain.task import Step, Task
+
+# Steps a person should look at first when asking "where is it": in this order of preference.
+_CURRENT = (StepStatus.FAILED, StepStatus.APPROVAL, StepStatus.RUNNING, StepStatus.PAUSED)
+
+
+def task_percent(task: Task) -> float:
+    """Weighted mean of the steps' percents; completed and skipped steps count 100."""
+    total = sum(s.weight for s in task.steps)
+    return sum(s.weight * s.percent for s in task.steps) / total
+
+
+def current_step(task: Task) -> int:
+    """The step to show as "Step N of M": the one needing attention or running, else the next pending."""
+    for status in _CURRENT:
+        for step in task.steps:
+            if step.status is status:
+                return step.order
+    for step in task.steps:
+        if step.status is StepStatus.PENDING:
+            return step.order
+    return len(task.steps)
+
+
+def needs_attention(task: Task) -> bool:
+    """True while a step waits for approval or has failed: the ⚠ of the spec."""
+    return any(s.status in (StepStatus.APPROVAL, StepStatus.FAILED) for s in task.steps)
+
+
+def whole(percent: float) -> int:
+    """A percent as the integer the spec shows; rounded down so 99.6% never reads 100%."""
+    return min(100, max(0, math.floor(percent + 1e-9)))
+
+
+def iso(at: datetime | None) -> str | None:
+    """UTC timestamps as the spec writes them: 2024-01-15T10:00:00.000Z."""
+    if at is None:
+        return None
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def step_view(step: Step, now: datetime) -> dict[str, Any]:
+    """One step of the progress JSON."""
+    finished = step.status in FINISHED_STEP or step.status is StepStatus.FAILED
+    return {
+        "order": step.order,
+        "name": step.name,
+        "status": str(step.status),
+        "progress": whole(step.percent),
+        "duration_ms": step.active_ms(now) if finished or step.finished_at else None,
+        "substeps": [{"name": n, "done": d} for n, d in zip(step.substeps, step.done, strict=True)],
+        "weight": step.weight,
+        "started_at": iso(step.started_at),
+        "finished_at": iso(step.finished_at),
+        "updated_at": iso(step.updated_at),
+        "attempts": step.attempts,
+        "error": step.error,
+        "approval": (
+            {"message": step.approval_message, "requested_at": iso(step.approval_requested_at)}
+            if step.status is StepStatus.APPROVAL
+            else None
+        ),
+    }
+
+
+def progress_view(task: Task) -> dict[str, Any]:
+    """The spec's progress JSON plus additive fields; a pure function of the task's events."""
+    now = task.modified_on
+    return {
+        "task_id": str(task.id),
+        "title": task.title,
+        "status": str(task.status),
+        "progress": whole(task_percent(task)),
+        "current_step": current_step(task),
+        "total_steps": len(task.steps),
+        "started_at": iso(task.started_at),
+        "eta_seconds": None,
+        "steps": [step_view(s, now) for s in task.steps],
+        "version": task.version,
+        "owner": task.owner,
+        "complexity": task.complexity,
+        "tables": task.tables,
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.modified_on),
+        "finished_at": iso(task.finished_at),
+        "paused_at": iso(task.paused_at),
+        "needs_attention": needs_attention(task),
+        "error": task.error,
+        "result": task.result,
+        "restarted_from": task.restarted_from,
+        "restarted_as": task.restarted_as,
+    }

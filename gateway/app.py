@@ -1,0 +1,67 @@
+"""The Starlette application: routes, error handlers and the lifespan that opens and closes everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.problems import Problem, handle_exception, problem_response
+from gateway.routes import ROUTES
+from infra.demo import DemoWorker
+from infra.runtime import Runtime
+from infra.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    problem = Problem(exc.status_code, slug, str(exc.detail))
+    if exc.headers:
+        problem.headers.update(exc.headers)
+    return problem_response(problem, request.url.path)
+
+
+def create_app(settings: Settings, *, demo: bool = False, project: bool = True) -> Starlette:
+    """Build the app; nothing is opened until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await asyncio.to_thread(Runtime, settings, project=project)
+        runtime.start()
+        app.state.runtime = runtime
+        demo_task: asyncio.Task[None] | None = None
+        if demo:
+            worker = DemoWorker(runtime.service, settings.local_owner, settings.demo_step_seconds)
+            task_id = await worker.create()
+            app.state.demo_task_id = task_id
+            base = f"http://{settings.host}:{settings.port}"
+            log.info("demo_task", progress=f"{base}/api/tasks/{task_id}/progress")
+            print(
+                f"\n  Demo task 'Cellphone Store CRM' is running. Watch it:\n"
+                f"    curl {base}/api/tasks/{task_id}/progress\n",
+                flush=True,
+            )
+            demo_task = asyncio.create_task(worker.run(), name="demo-worker")
+        try:
+            yield
+        finally:
+            if demo_task is not None:
+                demo_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo_task
+            await asyncio.to_thread(runtime.close)
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: handle_exception},
+    )

@@ -1,0 +1,58 @@
+"""Reading request bodies: size limit, strict decoding, and the command headers."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from gateway.problems import Problem
+
+MAX_BODY = 64 * 1024
+S = TypeVar("S", bound=msgspec.Struct)
+_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 past 64 KiB without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise Problem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Problem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode(request: Request, decoder: msgspec.json.Decoder[S]) -> S:
+    """Decode a JSON body strictly; an empty body counts as `{}` for commands without arguments."""
+    raw = await read_body(request)
+    if not raw.strip():
+        raw = b"{}"
+    return decoder.decode(raw)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip().strip('"')
+    if not key or len(key) > 200 or not key.isprintable():
+        raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters")
+    return key
+
+
+def if_match(request: Request) -> int | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    match = _VERSION.match(value)
+    if match is None:
+        raise Problem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
+    return int(match.group(1))

@@ -1,0 +1,150 @@
+"""Follows the event log and keeps each read model up to date, exactly once, from its own tracked position."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import UUID
+
+import structlog
+from eventsourcing.persistence import Notification, Tracking
+
+from domain.progress import whole
+from domain.task import Task
+from infra.store import ProgressApp
+from infra.views import ViewRecorder
+from projections.model import Change, Op, StepState
+
+log = structlog.get_logger(__name__)
+
+BATCH = 500
+CACHE = 2_000
+
+
+class TaskCache:
+    """Tasks as of the last event a projection applied; a miss loads the task from the log."""
+
+    def __init__(self, app: ProgressApp, size: int = CACHE) -> None:
+        self.app = app
+        self.size = size
+        self._tasks: OrderedDict[UUID, Task] = OrderedDict()
+
+    def advance(self, event: Any) -> tuple[Task, list[StepState] | None]:
+        """Apply an event to the cached task; return the task after it and its steps before it."""
+        task_id: UUID = event.originator_id
+        if isinstance(event, Task.Created):
+            task = event.mutate(None)
+            before = None
+        else:
+            cached = self._tasks.get(task_id)
+            if cached is None or cached.version != event.originator_version - 1:
+                cached = self.app.task(task_id, event.originator_version - 1)
+            before = [StepState(str(s.status), whole(s.percent)) for s in cached.steps]
+            event.mutate(cached)
+            task = cached
+        assert isinstance(task, Task)
+        self._tasks[task_id] = task
+        self._tasks.move_to_end(task_id)
+        while len(self._tasks) > self.size:
+            self._tasks.popitem(last=False)
+        return task, before
+
+
+class Projection:
+    """One read model following the log."""
+
+    def __init__(self, app: ProgressApp, view: ViewRecorder) -> None:
+        self.app = app
+        self.view = view
+        self.name = view.model.name
+        self.cache = TaskCache(app)
+        self.position = view.max_tracking_id(self.name) or 0
+
+    def step(self, limit: int = BATCH) -> int:
+        """Apply the next batch of notifications in one transaction; return how many there were."""
+        batch = self.app.notifications(self.position, limit)
+        if not batch:
+            return 0
+        ops: list[Op] = []
+        for notification in batch:
+            ops.extend(self._ops(notification))
+        self.view.apply(ops, Tracking(self.name, batch[-1].id))
+        self.position = batch[-1].id
+        return len(batch)
+
+    def _ops(self, notification: Notification) -> list[Op]:
+        event = self.app.mapper.to_domain_event(notification)
+        if not isinstance(event, Task.Event):
+            return []
+        task, before = self.cache.advance(event)
+        return self.view.model.handle(Change(event, task, before, notification.id))
+
+    def reset(self) -> None:
+        """Forget the in-memory state, e.g. after the tables were dropped or a batch failed."""
+        self.cache = TaskCache(self.app)
+        self.position = self.view.max_tracking_id(self.name) or 0
+
+
+class Projector:
+    """Runs projections on a background thread, woken by the writer in-process or by a short poll."""
+
+    def __init__(self, projections: Iterable[Projection], poll: float = 0.5) -> None:
+        self.projections = list(projections)
+        self.poll = poll
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.listeners: list[Callable[[str, int], None]] = []
+
+    def wake(self, _position: int = 0) -> None:
+        self._wake.set()
+
+    def positions(self) -> dict[str, int]:
+        return {p.name: p.position for p in self.projections}
+
+    def run_once(self) -> int:
+        """Apply everything that is in the log now; return how many notifications were applied."""
+        total = 0
+        for projection in self.projections:
+            while n := projection.step():
+                total += n
+                with self._progress:
+                    self._progress.notify_all()
+                for listener in self.listeners:
+                    listener(projection.name, projection.position)
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+                self.error = None
+            except Exception as exc:  # a failing batch rolls back; retry after a pause, loudly
+                self.error = exc
+                log.error("projection_failed", error=str(exc), exc_info=True)
+                for projection in self.projections:
+                    projection.reset()
+                self._stop.wait(1.0)
+            self._wake.wait(self.poll)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="progressd-projector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until every projection has applied `position` (True) or the timeout passed (False)."""
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: all(p.position >= position for p in self.projections), timeout=timeout
+            )

@@ -1,0 +1,146 @@
+"""Queries over the read models: plain SQL on the tables the projections keep."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from uuid import UUID
+
+from infra.views import ViewRecorder
+from projections.model import Row
+
+
+class ReadSide:
+    """Answers the API's queries from the read models, scoped to an owner (None sees every task)."""
+
+    def __init__(self, views: dict[str, ViewRecorder]) -> None:
+        self.views = views
+
+    def _q(self, model: str, sql: str, params: Row | None = None) -> list[Row]:
+        return self.views[model].query(sql, params)
+
+    def progress(self, task_id: UUID, owner: str | None) -> dict[str, Any] | None:
+        rows = self._q(
+            "task_view",
+            "SELECT owner, view FROM task_view WHERE task_id = :task_id",
+            {"task_id": str(task_id)},
+        )
+        if not rows or (owner is not None and rows[0]["owner"] != owner):
+            return None
+        view: dict[str, Any] = json.loads(rows[0]["view"])
+        return view
+
+    def list_tasks(
+        self, owner: str | None, limit: int, before: str | None = None, status: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The caller's tasks, newest first; returns a page and the cursor of the next page."""
+        where = ["1 = 1"]
+        params: Row = {"limit": limit + 1}
+        if owner is not None:
+            where.append("owner = :owner")
+            params["owner"] = owner
+        if status is not None:
+            where.append("status = :status")
+            params["status"] = status
+        if before:
+            created_at, task_id = decode_cursor(before)
+            where.append("(created_at < :c_at OR (created_at = :c_at AND task_id < :c_id))")
+            params.update(c_at=created_at, c_id=task_id)
+        rows = self._q(
+            "task_view",
+            f"SELECT task_id, created_at, view FROM task_view WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, task_id DESC LIMIT :limit",
+            params,
+        )
+        page = [json.loads(r["view"]) for r in rows[:limit]]
+        cursor = (
+            encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["task_id"])
+            if len(rows) > limit
+            else None
+        )
+        return page, cursor
+
+    def history(self, task_id: UUID) -> dict[str, list[Row]]:
+        params = {"task_id": str(task_id)}
+        return {
+            "steps": self._q(
+                "task_progress",
+                "SELECT task_id, step, name, percent, status, updated_at FROM task_progress "
+                "WHERE task_id = :task_id ORDER BY step",
+                params,
+            ),
+            "changes": self._q(
+                "task_progress",
+                "SELECT position, step, seq, event, percent, status, at FROM task_progress_changes "
+                "WHERE task_id = :task_id ORDER BY position, step",
+                params,
+            ),
+        }
+
+    def logs(self, task_id: UUID, after: int, level: str | None, limit: int) -> list[Row]:
+        params: Row = {"task_id": str(task_id), "after": after, "limit": limit}
+        where = "task_id = :task_id AND position > :after"
+        if level is not None:
+            where += " AND level IN (" + ", ".join(f":l{i}" for i in range(len(LEVELS_AT_LEAST[level]))) + ")"
+            params.update({f"l{i}": lv for i, lv in enumerate(LEVELS_AT_LEAST[level])})
+        return self._q(
+            "task_logs",
+            f"SELECT position, seq, at, level, step, message FROM task_logs WHERE {where} "
+            "ORDER BY position LIMIT :limit",
+            params,
+        )
+
+    def seq_at(self, task_id: UUID, position: int | None = None, at: str | None = None) -> int | None:
+        """The task's last event seq at or before a log position or an instant (time travel)."""
+        params: Row = {"task_id": str(task_id)}
+        where = "task_id = :task_id"
+        if position is not None:
+            where += " AND position <= :position"
+            params["position"] = position
+        if at is not None:
+            where += " AND at <= :at"
+            params["at"] = at
+        rows = self._q("event_index", f"SELECT MAX(seq) AS seq FROM event_index WHERE {where}", params)
+        seq = rows[0]["seq"] if rows else None
+        return int(seq) if seq is not None else None
+
+    def step_stats(self) -> list[Row]:
+        return self._q(
+            "step_stats",
+            "SELECT step_key, complexity, count, mean_ms, median_ms, p90_ms FROM step_stats "
+            "ORDER BY step_key, complexity",
+        )
+
+
+LEVELS = ("debug", "info", "warning", "error")
+LEVELS_AT_LEAST = {lv: LEVELS[i:] for i, lv in enumerate(LEVELS)}
+
+
+def encode_cursor(created_at: str, task_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}|{task_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        created_at, task_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+    except ValueError:
+        raise BadCursor(cursor) from None
+    return created_at, task_id
+
+
+class BadCursor(Exception):
+    """A page cursor that this server did not hand out."""
+
+
+def parse_at(raw: str) -> str:
+    """An ISO 8601 instant normalised to the form the read models store (UTC, milliseconds, Z)."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadCursor(raw) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

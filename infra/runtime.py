@@ -1,0 +1,58 @@
+"""The composition root: opens the store, the read models, the projector and the service from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from infra.projector import Projection, Projector
+from infra.readside import ReadSide
+from infra.service import TaskService
+from infra.settings import Settings
+from infra.store import open_store
+from infra.views import ViewRecorder, open_view
+from projections.registry import MODELS
+
+
+class Runtime:
+    """Everything one process needs, built from settings and closed in reverse order."""
+
+    def __init__(self, settings: Settings, *, project: bool = True, models: list[str] | None = None) -> None:
+        self.settings = settings
+        self.app = open_store(settings)
+        self.service = TaskService(self.app)
+        names = models or list(MODELS)
+        self.views: dict[str, ViewRecorder] = {name: open_view(settings, MODELS[name]) for name in names}
+        self.read = ReadSide(self.views)
+        self.projector = Projector(Projection(self.app, v) for v in self.views.values())
+        self.project = project
+        if project:
+            self.service.on_saved(self.projector.wake)
+
+    def start(self) -> None:
+        if self.project:
+            self.projector.start()
+
+    def close(self) -> None:
+        self.projector.stop()
+        self.service.close()
+
+    def tracked(self) -> dict[str, int]:
+        """Each read model's position as recorded in its tracking table."""
+        return {name: view.max_tracking_id(name) or 0 for name, view in self.views.items()}
+
+    def wait_for_sync(self, position: int, timeout: float) -> bool:
+        """Block until every read model has applied `position`, polling when projections run elsewhere."""
+        if self.project:
+            return self.projector.wait_for(position, timeout)
+        deadline = time.monotonic() + timeout
+        while min(self.tracked().values(), default=position) < position:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    async def settle(self, position: int, limit: float | None = None) -> bool:
+        """Read-your-writes: wait (bounded) until the read models include `position`."""
+        limit = self.settings.read_timeout if limit is None else limit
+        return await asyncio.to_thread(self.wait_for_sync, position, limit)

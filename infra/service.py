@@ -1,0 +1,250 @@
+"""The one writer path: every command loads a task, calls the domain, saves, and reports its position."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID, uuid4, uuid5
+
+from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+
+from domain.progress import progress_view
+from domain.state import TaskStatus
+from domain.task import StepPlan, Task
+from infra.store import ProgressApp, TaskNotFound
+
+R = TypeVar("R")
+KEY_NAMESPACE = UUID("6f1c2b7e-4d0a-4f63-9a51-8e2f3c4d5a6b")
+MAX_CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the task's view after it, its version, the log position, and how it went."""
+
+    view: dict[str, Any]
+    version: int
+    position: int
+    replayed: bool = False
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A request to create a task."""
+
+    title: str
+    steps: list[StepPlan]
+    tables: int | None = None
+    complexity: str | None = None
+
+
+def fingerprint(*parts: object) -> str:
+    """A stable hash of a request, so a reused Idempotency-Key with another body is recognised."""
+    raw = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def apply_command(task: Task, name: str, args: dict[str, Any], idem: str | None) -> None:
+    """Dispatch a named command to the Task's method."""
+    order = int(args.get("order", 0))
+    match name:
+        case "start":
+            task.start_step(order, idem=idem)
+        case "progress":
+            task.report_progress(order, float(args["percent"]), idem=idem)
+        case "substep":
+            task.complete_substep(order, int(args["n"]), idem=idem)
+        case "complete":
+            task.complete_step(order, result=args.get("result"), idem=idem)
+        case "fail":
+            task.fail_step(order, str(args["error"]), idem=idem)
+        case "skip":
+            task.skip_step(order, reason=args.get("reason"), idem=idem)
+        case "retry":
+            task.retry_step(order, idem=idem)
+        case "approval":
+            task.request_approval(order, str(args["message"]), idem=idem)
+        case "approve":
+            task.approve(order, comment=args.get("comment"), idem=idem)
+        case "reject":
+            task.reject(order, comment=args.get("comment"), idem=idem)
+        case "pause":
+            task.pause(idem=idem)
+        case "resume":
+            task.resume(idem=idem)
+        case "cancel":
+            task.cancel(reason=args.get("reason"), idem=idem)
+        case "log":
+            task.log(str(args["level"]), str(args["message"]), args.get("step"), idem=idem)
+        case _:
+            raise UnknownCommand(name)
+
+
+class TaskService:
+    """Runs commands on one writer thread and queries on a small reader pool, never on the event loop."""
+
+    def __init__(self, app: ProgressApp) -> None:
+        self.app = app
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progressd-writer")
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="progressd-reader")
+        self._listeners: list[Callable[[int], None]] = []
+        self._lock = threading.Lock()
+
+    def on_saved(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(position)` after every save (wake projections and streams)."""
+        self._listeners.append(listener)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.app.close()
+
+    # ---- async facade -----------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[], R]) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def read(self, fn: Callable[[], R]) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+
+    async def create(self, owner: str, new: NewTask, key: str | None = None) -> Outcome:
+        return await self.write(lambda: self.create_sync(owner, new, key))
+
+    async def command(
+        self,
+        task_id: UUID,
+        owner: str | None,
+        name: str,
+        args: dict[str, Any],
+        key: str | None = None,
+        if_match: int | None = None,
+    ) -> Outcome:
+        return await self.write(lambda: self.command_sync(task_id, owner, name, args, key, if_match))
+
+    async def restart(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
+        return await self.write(lambda: self.restart_sync(task_id, owner, key))
+
+    # ---- commands ---------------------------------------------------------------------------------------
+
+    def create_sync(self, owner: str, new: NewTask, key: str | None = None) -> Outcome:
+        """Create a task; with a key, the task id is derived from it so a retry finds the same task."""
+        print_ = fingerprint(
+            "create", new.title, [s.as_dict() for s in new.steps], new.tables, new.complexity
+        )
+        task_id = uuid5(KEY_NAMESPACE, f"{owner}\n{key}") if key else uuid4()
+        idem = f"{key}:{print_}" if key else None
+        task = Task.plan(new.title, owner, new.steps, new.tables, new.complexity, task_id=task_id, idem=idem)
+        try:
+            position = self._save(task)
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = self._load(task_id, owner)
+            existing.replayed(key, print_)
+            return self._outcome(existing, self.app.head(), replayed=True, created=True)
+        return self._outcome(task, position, created=True)
+
+    def command_sync(
+        self,
+        task_id: UUID,
+        owner: str | None,
+        name: str,
+        args: dict[str, Any],
+        key: str | None = None,
+        if_match: int | None = None,
+    ) -> Outcome:
+        """Apply one command, retrying on a concurrent writer unless the caller pinned a version."""
+        print_ = fingerprint(name, str(task_id), args)
+        idem = f"{key}:{print_}" if key else None
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            task = self._load(task_id, owner)
+            if key and task.replayed(key, print_):
+                return self._outcome(task, self.app.head(), replayed=True)
+            if if_match is not None and task.version != if_match:
+                raise VersionMismatch(if_match, task.version)
+            apply_command(task, name, args, idem)
+            try:
+                return self._outcome(task, self._save(task))
+            except IntegrityError:
+                if if_match is not None or attempt == MAX_CONFLICT_RETRIES - 1:
+                    latest = self._load(task_id, owner)
+                    raise VersionMismatch(if_match or task.version - 1, latest.version) from None
+        raise AssertionError("unreachable")
+
+    def restart_sync(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
+        """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
+        print_ = fingerprint("restart", str(task_id))
+        idem = f"{key}:{print_}" if key else None
+        old = self._load(task_id, owner)
+        if key and old.replayed(key, print_) and old.restarted_as:
+            new = self._load(UUID(old.restarted_as), owner)
+            return self._outcome(new, self.app.head(), replayed=True, created=True)
+        if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
+            old.cancel(reason="restarted")
+        new = Task.plan(
+            old.title,
+            old.owner,
+            old.plan_steps(),
+            old.tables,
+            old.complexity,
+            restarted_from=str(old.id),
+        )
+        old.mark_restarted(str(new.id), idem=idem)
+        position = self._save(old, new)
+        return self._outcome(new, position, created=True)
+
+    # ---- queries ----------------------------------------------------------------------------------------
+
+    def view_sync(self, task_id: UUID, owner: str | None, version: int | None = None) -> dict[str, Any]:
+        """The progress JSON of a task, from its log (optionally as at an earlier version)."""
+        return progress_view(self._load(task_id, owner, version))
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+
+    def _load(self, task_id: UUID, owner: str | None, version: int | None = None) -> Task:
+        try:
+            task = self.app.task(task_id, version)
+        except (OperationalError, StoreInterfaceError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+        if owner is not None and task.owner != owner:
+            raise TaskNotFound(str(task_id))
+        return task
+
+    def _save(self, *tasks: Task) -> int:
+        try:
+            recordings = self.app.save(*tasks)
+        except (OperationalError, StoreInterfaceError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+        position = recordings[-1].notification.id if recordings else self.app.head()
+        for listener in self._listeners:
+            listener(position)
+        return position
+
+    @staticmethod
+    def _outcome(task: Task, position: int, *, replayed: bool = False, created: bool = False) -> Outcome:
+        return Outcome(progress_view(task), task.version, position, replayed, created)
+
+
+class VersionMismatch(Exception):
+    """The task moved on since the version the caller expected (If-Match), or writers kept colliding."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"task is at version {actual}, not {expected}")
+
+
+class StoreUnavailable(Exception):
+    """The event store could not be reached; nothing was written."""
+
+
+class UnknownCommand(Exception):
+    """No command of that name."""

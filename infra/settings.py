@@ -1,0 +1,103 @@
+"""Settings read once from PROGRESSD_* environment variables into a frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with; build it with `Settings.from_env()`."""
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    nats_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    local_owner: str = "local"
+    pool_size: int = 5
+    read_timeout: float = 2.0
+    demo_step_seconds: float = 6.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read PROGRESSD_* variables; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"PROGRESSD_{name}")
+            return value if value else None
+
+        defaults = cls()
+        try:
+            return cls(
+                data_dir=Path(get("DATA_DIR") or defaults.data_dir),
+                database_url=get("DATABASE_URL"),
+                nats_url=get("NATS_URL"),
+                host=get("HOST") or defaults.host,
+                port=int(get("PORT") or defaults.port),
+                local_owner=get("LOCAL_OWNER") or defaults.local_owner,
+                pool_size=int(get("POOL_SIZE") or defaults.pool_size),
+                read_timeout=float(get("READ_TIMEOUT") or defaults.read_timeout),
+                demo_step_seconds=float(get("DEMO_STEP_SECONDS") or defaults.demo_step_seconds),
+                log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
+            )
+        except ValueError as exc:
+            raise SettingsError(f"invalid PROGRESSD_* setting: {exc}") from None
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Settings:
+        """A copy with the command line's host and port, where given."""
+        return replace(self, host=host or self.host, port=self.port if port is None else port)
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "progressd.sqlite3"
+
+    def store_env(self) -> dict[str, str]:
+        """The eventsourcing environment for the event store and the read models."""
+        if self.database_url is None:
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(self.sqlite_path),
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_POOL_SIZE": str(self.pool_size),
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
+            **postgres_env(self.database_url),
+        }
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """Split a postgresql:// URL (TCP or Unix socket) into eventsourcing's POSTGRES_* keys."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SettingsError(f"PROGRESSD_DATABASE_URL must start with postgresql://, got {parts.scheme!r}")
+    query = parse_qs(parts.query)
+    netloc_host = parts.netloc.rpartition("@")[2]
+    host_part, _, port_part = netloc_host.rpartition(":") if "]" not in netloc_host else (netloc_host, "", "")
+    if not port_part.isdigit():
+        host_part, port_part = netloc_host, ""
+    host = query.get("host", [unquote(host_part)])[0] or "localhost"
+    port = query.get("port", [port_part])[0] or "5432"
+    return {
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": port,
+        "POSTGRES_USER": unquote(parts.username or "") or query.get("user", ["postgres"])[0],
+        "POSTGRES_PASSWORD": unquote(parts.password or "") or query.get("password", [""])[0],
+    }
+
+
+class SettingsError(Exception):
+    """A PROGRESSD_* variable holds a value that cannot be used."""

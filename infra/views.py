@@ -1,0 +1,188 @@
+"""Read-model storage: eventsourcing tracking recorders that also own the read model's tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+from psycopg.sql import SQL
+
+from infra.settings import Settings
+from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert
+
+_PARAM = re.compile(r":([a-z_]+)")
+
+
+class Cursor(Protocol):
+    def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+def ddl(table: Table, dialect: str) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements for a read-model table."""
+    cols = [
+        f"{c.name} {c.sqlite if dialect == 'sqlite' else c.postgres}{'' if c.nullable else ' NOT NULL'}"
+        for c in table.columns
+    ]
+    cols.append(f"PRIMARY KEY ({', '.join(table.key)})")
+    out = [f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(cols)})"]
+    for index in table.indexes:
+        name = f"{table.name}_{'_'.join(index)}_idx"
+        out.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({', '.join(index)})")
+    return out
+
+
+class ViewRecorder(Protocol):
+    """What the projector needs of a read model's recorder, on either backend."""
+
+    model: ReadModel
+    dialect: str
+
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+    def create_table(self) -> None: ...
+    def apply(self, ops: Sequence[Op], tracking: Tracking) -> None: ...
+    def query(self, sql: str, params: Row | None = None) -> list[Row]: ...
+    def drop(self) -> None: ...
+
+
+class _ViewMixin:
+    model: ReadModel
+    dialect: str
+
+    def _sql(self, sql: str) -> Any:
+        return SQL(_PARAM.sub(r"%(\1)s", sql)) if self.dialect == "postgres" else sql
+
+    @contextmanager
+    def _cursor(self, *, commit: bool) -> Iterator[Cursor]:
+        raise NotImplementedError
+        yield
+
+    if TYPE_CHECKING:
+
+        def _insert_tracking(self, c: Any, tracking: Tracking) -> None: ...
+
+    def apply(self, ops: Sequence[Op], tracking: Tracking) -> None:
+        """Write the rows and the tracking record in one transaction: both or neither."""
+        with self._cursor(commit=True) as c:
+            for op in ops:
+                self._run(c, op)
+            self._insert_tracking(c, tracking)
+
+    def _run(self, c: Cursor, op: Op) -> None:
+        match op:
+            case Upsert(table, row):
+                cols = list(row)
+                updates = [col for col in cols if col not in table.key]
+                action = (
+                    f"DO UPDATE SET {', '.join(f'{col} = excluded.{col}' for col in updates)}"
+                    if updates
+                    else "DO NOTHING"
+                )
+                c.execute(
+                    self._sql(
+                        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+                        f"({', '.join(':' + col for col in cols)}) "
+                        f"ON CONFLICT ({', '.join(table.key)}) {action}"
+                    ),
+                    row,
+                )
+            case Insert(table, row):
+                cols = list(row)
+                c.execute(
+                    self._sql(
+                        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+                        f"({', '.join(':' + col for col in cols)})"
+                    ),
+                    row,
+                )
+            case Merge(table, key, fn):
+                where = " AND ".join(f"{col} = :{col}" for col in key)
+                c.execute(self._sql(f"SELECT * FROM {table.name} WHERE {where}"), key)
+                found = c.fetchone()
+                self._run(c, Upsert(table, fn(dict(found) if found is not None else None)))
+
+    def query(self, sql: str, params: Row | None = None) -> list[Row]:
+        """Run a read-only query with :named parameters."""
+        with self._cursor(commit=False) as c:
+            c.execute(self._sql(sql), params or {})
+            return [dict(r) for r in c.fetchall()]
+
+    def drop(self) -> None:
+        """Drop the model's tables and forget its position, so it rebuilds from the start of the log."""
+        with self._cursor(commit=True) as c:
+            for table in self.model.tables:
+                c.execute(self._sql(f"DROP TABLE IF EXISTS {table.name}"))
+            c.execute(
+                self._sql(f"DELETE FROM {self._tracking_table()} WHERE application_name = :name"),
+                {"name": self.model.name},
+            )
+
+    def _tracking_table(self) -> str:
+        raise NotImplementedError
+
+
+class SQLiteViewRecorder(_ViewMixin, SQLiteTrackingRecorder):
+    """A read model in the SQLite file, tracked in the shared `tracking` table under its own name."""
+
+    dialect = "sqlite"
+
+    def __init__(self, datastore: SQLiteDatastore, model: ReadModel) -> None:
+        self.model = model
+        super().__init__(datastore)
+
+    def construct_create_table_statements(self) -> list[str]:
+        statements = super().construct_create_table_statements()
+        for table in self.model.tables:
+            statements.extend(ddl(table, "sqlite"))
+        return statements
+
+    @contextmanager
+    def _cursor(self, *, commit: bool) -> Iterator[Cursor]:
+        with self.datastore.transaction(commit=commit) as c:
+            yield c
+
+    def _tracking_table(self) -> str:
+        return "tracking"
+
+
+class PostgresViewRecorder(_ViewMixin, PostgresTrackingRecorder):
+    """A read model in PostgreSQL with its own `<name>_tracking` table."""
+
+    dialect = "postgres"
+
+    def __init__(self, datastore: PostgresDatastore, model: ReadModel) -> None:
+        self.model = model
+        super().__init__(datastore, tracking_table_name=f"{model.name}_tracking")
+        for table in model.tables:
+            self.sql_create_statements.extend(SQL(s).format() for s in ddl(table, "postgres"))
+
+    @contextmanager
+    def _cursor(self, *, commit: bool) -> Iterator[Cursor]:
+        with self.datastore.transaction(commit=commit) as c:
+            yield c
+
+    def _tracking_table(self) -> str:
+        return self.tracking_table_name
+
+
+def open_view(settings: Settings, model: ReadModel) -> ViewRecorder:
+    """Open (and create if needed) one read model's recorder on the configured backend."""
+    env = settings.store_env()
+    if settings.uses_postgres:
+        env["POSTGRES_POOL_SIZE"] = "2"
+    factory = InfrastructureFactory.construct(Environment(name=model.name, env=env))
+    datastore = getattr(factory, "datastore")  # noqa: B009 - both backends' factories have one
+    recorder: ViewRecorder
+    if isinstance(datastore, PostgresDatastore):
+        recorder = PostgresViewRecorder(datastore, model)
+    else:
+        recorder = SQLiteViewRecorder(datastore, model)
+    recorder.create_table()
+    return recorder

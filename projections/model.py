@@ -1,0 +1,114 @@
+"""What a read model is: its tables, and a pure function from one event to the row changes it causes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.task import Task
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column with its SQLite and PostgreSQL types."""
+
+    name: str
+    sqlite: str
+    postgres: str
+    nullable: bool = True
+
+
+def text(name: str, nullable: bool = True) -> Column:
+    return Column(name, "TEXT", "text", nullable)
+
+
+def integer(name: str, nullable: bool = True) -> Column:
+    return Column(name, "INTEGER", "bigint", nullable)
+
+
+def real(name: str, nullable: bool = True) -> Column:
+    return Column(name, "REAL", "double precision", nullable)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A read-model table: plain SQL a user can query."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Insert a row, or replace the non-key columns of the row with the same key."""
+
+    table: Table
+    row: Row
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Append a row (history tables)."""
+
+    table: Table
+    row: Row
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Read the row with this key (or None), compute its new value with a pure function, upsert it."""
+
+    table: Table
+    key: Row
+    fn: Callable[[Row | None], Row]
+
+
+Op = Upsert | Insert | Merge
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What a step looked like before an event, for models that record changes."""
+
+    status: str
+    percent: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event as a read model sees it: the event, the task after it, its position in the log."""
+
+    event: Any
+    task: Task
+    before: Sequence[StepState] | None
+    position: int
+
+    @property
+    def kind(self) -> str:
+        return type(self.event).__qualname__.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """A named projection: its tables and its event handler."""
+
+    name: str
+    tables: tuple[Table, ...]
+    handle: Callable[[Change], list[Op]]
+    doc: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def normalise_step_name(name: str) -> str:
+    """Step names grouped for statistics: lower case, digits and punctuation dropped, single spaces."""
+    words = re.sub(r"[^a-z ]+", " ", name.lower()).split()
+    return " ".join(words)
