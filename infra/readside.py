@@ -91,7 +91,9 @@ class ReadSide:
             params,
         )
 
-    def seq_at(self, task_id: UUID, position: int | None = None, at: str | None = None) -> int | None:
+    def seq_at(
+        self, task_id: UUID, position: int | None = None, at: str | None = None
+    ) -> tuple[int, int] | None:
         """The task's last event seq at or before a log position or an instant (time travel)."""
         params: Row = {"task_id": str(task_id)}
         where = "task_id = :task_id"
@@ -101,9 +103,12 @@ class ReadSide:
         if at is not None:
             where += " AND at <= :at"
             params["at"] = at
-        rows = self._q("event_index", f"SELECT MAX(seq) AS seq FROM event_index WHERE {where}", params)
-        seq = rows[0]["seq"] if rows else None
-        return int(seq) if seq is not None else None
+        rows = self._q(
+            "event_index",
+            f"SELECT seq, position FROM event_index WHERE {where} ORDER BY seq DESC LIMIT 1",
+            params,
+        )
+        return (int(rows[0]["seq"]), int(rows[0]["position"])) if rows else None
 
     def step_stats(self) -> list[Row]:
         return self._q(

@@ -230,7 +230,9 @@ class TaskService:
 
     @staticmethod
     def _outcome(task: Task, position: int, *, replayed: bool = False, created: bool = False) -> Outcome:
-        return Outcome(progress_view(task), task.version, position, replayed, created)
+        return Outcome(
+            {**progress_view(task), "position": position}, task.version, position, replayed, created
+        )
 
 
 class VersionMismatch(Exception):

@@ -16,7 +16,7 @@ from psycopg.sql import SQL
 from infra.settings import Settings
 from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert
 
-_PARAM = re.compile(r":([a-z_]+)")
+_PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 
 class Cursor(Protocol):
