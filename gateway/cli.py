@@ -1,16 +1,40 @@
-"""The `progressd` command line."""
+"""The `progressd` command line: serve, run projections, and the replay and audit tools."""
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
+import time
+from typing import Any
+from uuid import UUID
+
 import typer
 import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from gateway.app import create_app
+from infra import replay
+from infra.projector import Projection, Projector
+from infra.readside import BadCursor, parse_at
 from infra.settings import Settings
+from infra.store import TaskNotFound, open_store
+from infra.views import open_view
 
 cli = typer.Typer(
-    help="progressd: an event-sourced progress backend. Know where your task is.", no_args_is_help=True
+    help="progressd: an event-sourced progress backend. Know where your task is.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
 
 
 @cli.command()
@@ -37,6 +61,163 @@ def demo(
 ) -> None:
     """Serve with the demo task (same as `serve --demo`)."""
     serve(host=host, port=port, demo=True, projections=True)
+
+
+@cli.command()
+def project(
+    name: list[str] = typer.Option(None, "--name", "-n", help="Read model(s) to run; all when omitted."),
+    poll: float = typer.Option(0.2, help="Seconds between looks at the log when nothing woke us."),
+) -> None:
+    """Run read-model projections in this process until stopped (SIGTERM or Ctrl-C)."""
+    settings = Settings.from_env()
+    try:
+        chosen = replay.models(name)
+    except replay.UnknownModel as exc:
+        raise fail(str(exc)) from None
+    app = open_store(settings)
+    projector = Projector((Projection(app, open_view(settings, m)) for m in chosen), poll=poll)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    projector.start()
+    console.print(f"projecting {', '.join(m.name for m in chosen)} from {app.head()} events")
+    try:
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        projector.stop()
+        app.close()
+
+
+@cli.command()
+def rebuild(
+    name: list[str] = typer.Option(
+        None, "--projection", "-p", help="Read model(s) to rebuild; all when omitted."
+    ),
+) -> None:
+    """Drop read models and rebuild them from the event log, with a progress bar and events/s."""
+    settings = Settings.from_env()
+    try:
+        chosen = replay.models(name)
+    except replay.UnknownModel as exc:
+        raise fail(str(exc)) from None
+    app = open_store(settings)
+    head = app.head()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} events/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        for model in chosen:
+            job = bar.add_task(model.name, total=max(head, 1), rate="-")
+            started = time.perf_counter()
+
+            def report(position: int, total: int, job: Any = job, started: float = started) -> None:
+                rate = position / max(time.perf_counter() - started, 1e-9)
+                bar.update(job, completed=position, total=max(total, 1), rate=f"{rate:,.0f}")
+
+            applied = replay.rebuild(app, open_view(settings, model), report)
+            elapsed = time.perf_counter() - started
+            bar.update(job, completed=max(head, 1), rate=f"{applied / max(elapsed, 1e-9):,.0f}")
+    app.close()
+
+
+@cli.command()
+def verify(
+    name: list[str] = typer.Option(
+        None, "--projection", "-p", help="Read model(s) to check; all when omitted."
+    ),
+) -> None:
+    """Recompute every view from the log and report any drift (exit 1 on drift)."""
+    settings = Settings.from_env()
+    app = open_store(settings)
+    drifted = False
+    try:
+        for result in replay.verify(app, settings, name):
+            if isinstance(result, str):
+                console.print(f"[green]✓[/green] {result} equals a replay of the log")
+                continue
+            drifted = True
+            console.print(f"[red]✕ {result.model}.{result.table} drifted[/red] at position {result.position}")
+            for label, rows in (("missing", result.missing), ("unexpected", result.unexpected)):
+                for row in rows:
+                    console.print(f"    {label:<10} {str(row)[:160]}", markup=False)
+    except (replay.UnknownModel, replay.VerifyError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        app.close()
+    if drifted:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def audit(
+    task_id: str = typer.Argument(..., help="The task to audit."),
+    at: str | None = typer.Option(None, "--at", help="Show the view as it stood at this instant (ISO 8601)."),
+    position: int | None = typer.Option(None, "--position", help="Show the view as at this log position."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Print a task's event history and its progress view at a moment (time travel)."""
+    settings = Settings.from_env()
+    try:
+        tid = UUID(task_id)
+    except ValueError:
+        raise fail(f"{task_id!r} is not a task id") from None
+    app = open_store(settings)
+    try:
+        events = replay.history(app, tid)
+        if not events:
+            raise TaskNotFound(task_id)
+        seq = events[-1]["seq"]
+        if position is not None:
+            found = replay.seq_at_position(app, tid, position)
+            if found is None:
+                raise fail(f"task {task_id} did not exist yet at position {position}")
+            seq = found
+        if at is not None:
+            try:
+                moment = parse_at(at)
+            except BadCursor:
+                raise fail(f"--at {at!r} is not an ISO 8601 instant") from None
+            earlier = [e["seq"] for e in events if e["at"] <= moment and e["seq"] <= seq]
+            if not earlier:
+                raise fail(f"task {task_id} did not exist yet at {at}")
+            seq = earlier[-1]
+        view = replay.view_at(app, tid, seq)
+    except TaskNotFound:
+        raise fail(f"no task {task_id}", 1) from None
+    finally:
+        app.close()
+    shown = [e for e in events if e["seq"] <= seq]
+    if as_json:
+        console.print_json(json.dumps({"events": shown, "view": view}))
+        return
+    table = Table(title=f"events of {view['title']} ({task_id}) up to seq {seq}")
+    for column in ("seq", "at", "type", "data"):
+        table.add_column(column)
+    for e in shown:
+        table.add_row(str(e["seq"]), e["at"], e["type"], json.dumps(e["data"], ensure_ascii=False))
+    console.print(table)
+    console.print_json(json.dumps(view))
+
+
+@cli.command()
+def status() -> None:
+    """Each read model's position and lag behind the log, in events and seconds."""
+    settings = Settings.from_env()
+    app = open_store(settings)
+    table = Table(title=f"read models (log head {app.head()})")
+    for column in ("projection", "position", "lag (events)", "lag (s)"):
+        table.add_column(column)
+    for model in replay.models(None):
+        position, behind, seconds = replay.lag(app, open_view(settings, model))
+        table.add_row(model.name, str(position), str(behind), "-" if seconds is None else f"{seconds:.1f}")
+    app.close()
+    console.print(table)
 
 
 def main() -> None:

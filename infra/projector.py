@@ -62,9 +62,11 @@ class Projection:
         self.cache = TaskCache(app)
         self.position = view.max_tracking_id(self.name) or 0
 
-    def step(self, limit: int = BATCH) -> int:
+    def step(self, limit: int = BATCH, stop: int | None = None) -> int:
         """Apply the next batch of notifications in one transaction; return how many there were."""
-        batch = self.app.notifications(self.position, limit)
+        if stop is not None and self.position >= stop:
+            return 0
+        batch = self.app.notifications(self.position, limit, stop)
         if not batch:
             return 0
         ops: list[Op] = []

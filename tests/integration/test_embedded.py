@@ -128,8 +128,8 @@ def test_eventsourcing_aggregate_on_postgres(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_embedded_postgres_stop_start_keeps_data(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
+def test_embedded_postgres_stop_start_keeps_data(pg_data_dir: Path) -> None:
+    pg = EmbeddedPostgres(pg_data_dir)
     with pg:
         url = pg.create_database("restart_db")
         assert pg.params("restart_db").host == pg.host
@@ -280,9 +280,9 @@ os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no finally: only the watchdog
 
 @pytest.mark.postgres
 @pytest.mark.nats
-def test_servers_are_stopped_when_owner_is_killed(tmp_path: Path) -> None:
+def test_servers_are_stopped_when_owner_is_killed(pg_data_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", _DIE_HARD, str(tmp_path / "pg"), str(tmp_path / "nats")],
+        [sys.executable, "-c", _DIE_HARD, str(pg_data_dir), str(tmp_path / "nats")],
         capture_output=True,
         text=True,
         timeout=120,
