@@ -26,12 +26,17 @@ class ServerProcess:
     """`progressd serve` in a subprocess with its own data dir (or database URL)."""
 
     def __init__(
-        self, data_dir: Path, database_url: str | None = None, extra_args: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.port = free_port()
         self.extra_args = extra_args
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
@@ -40,9 +45,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, "PROGRESSD_DATA_DIR": str(self.data_dir), "PROGRESSD_LOG_LEVEL": "warning"}
-        if self.database_url:
-            env["PROGRESSD_DATABASE_URL"] = self.database_url
+        env = self.env()
         command = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), *self.extra_args]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -59,6 +62,17 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not become ready: {self.log.read_text()[-2000:]}")
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PROGRESSD_DATA_DIR": str(self.data_dir),
+            "PROGRESSD_LOG_LEVEL": "warning",
+            **self.extra_env,
+        }
+        if self.database_url:
+            env["PROGRESSD_DATABASE_URL"] = self.database_url
+        return env
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flush, like a power cut of the process."""

@@ -1,4 +1,4 @@
-"""Read models are a function of the log: rebuilds equal live tables, verify finds drift, time travel works."""
+"""Read models are a function of the log: rebuilds equal live tables, verify finds drift, time travel."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_verify_reports_drift_and_nothing_else(runtime: Runtime, settings: Setti
     assert list(replay.verify(runtime.app, settings)) == list(MODELS)
     runtime.projector.stop()
     view = runtime.views["task_progress"]
-    with view._cursor(commit=True) as c:  # noqa: SLF001 - the test plays a buggy writer
+    with view._cursor(commit=True) as c:  # the test plays a buggy writer
         c.execute("UPDATE task_progress SET percent = 13 WHERE step = 1")
     results = list(replay.verify(runtime.app, settings))
     drifts = [r for r in results if isinstance(r, replay.Drift)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from uuid import UUID
 
@@ -60,13 +61,9 @@ def run_workload(service: TaskService, tasks: int, seed: int = 1, owner: str = "
                 script += [("pause", {}), ("resume", {})]
             script.append(("skip" if rng.random() < 0.1 else "complete", {"order": order}))
             for name, args in script:
-                try:
+                with contextlib.suppress(DomainError):
                     service.command_sync(tid, owner, name, args)
-                except DomainError:
-                    pass
         if rng.random() < 0.1:
-            try:
+            with contextlib.suppress(DomainError):
                 service.command_sync(tid, owner, "cancel", {})
-            except DomainError:
-                pass
     return ids
