@@ -568,3 +568,24 @@ def _at(timestamp: datetime | None) -> datetime:
 
 def _ms(delta: Any) -> int:
     return int(delta.total_seconds() * 1000)
+
+
+def _upcast_created_v1_v2(state: dict[str, Any]) -> None:
+    """Version 1 plans were a list of step names; version 2 steps carry weight, substeps and approval."""
+    state["steps"] = [
+        step
+        if isinstance(step, dict)
+        else {"name": step, "weight": 1.0, "substeps": [], "requires_approval": False}
+        for step in state["steps"]
+    ]
+    state.setdefault("tables", None)
+    state.setdefault("complexity", None)
+    state.setdefault("restarted_from", None)
+    state.setdefault("idem", None)
+    state.setdefault("task_id", None)
+
+
+# Schema versions of the Task's events. A stored event records the version it was written with; when an
+# older one is read, eventsourcing calls upcast_vN_vN+1 on its state until it has today's shape.
+Task.Created.class_version = 2  # type: ignore[attr-defined]
+Task.Created.upcast_v1_v2 = staticmethod(_upcast_created_v1_v2)  # type: ignore[attr-defined]
