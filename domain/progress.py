@@ -57,6 +57,9 @@ def step_view(step: Step, now: datetime) -> dict[str, Any]:
         "status": str(step.status),
         "progress": whole(step.percent),
         "duration_ms": step.active_ms(now) if finished or step.finished_at else None,
+        # Work time as of the view's updated_at: paused and approval-waiting time excluded. A client adds
+        # (now - updated_at) while the step is running to get the live figure.
+        "work_ms": step.active_ms(now),
         "substeps": [{"name": n, "done": d} for n, d in zip(step.substeps, step.done, strict=True)],
         "weight": step.weight,
         "started_at": iso(step.started_at),
