@@ -14,9 +14,12 @@ from starlette.responses import Response
 
 from gateway.problems import Problem, handle_exception, problem_response
 from gateway.routes import ROUTES
+from gateway.ws import WS_ROUTES
 from infra.demo import DemoWorker
 from infra.runtime import Runtime
 from infra.settings import Settings
+from infra.streams import Streams
+from infra.tail import LogTail
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +40,14 @@ def create_app(settings: Settings, *, demo: bool = False, project: bool = True) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await asyncio.to_thread(Runtime, settings, project=project)
         runtime.start()
+        tail = LogTail(runtime.app)
+        tail.start(asyncio.get_running_loop())
+        runtime.service.on_saved(tail.wake)
         app.state.runtime = runtime
+        app.state.tail = tail
+        app.state.streams = Streams(runtime, tail)
+        app.state.ws_ping_interval = settings.ws_ping_interval
+        app.state.ws_idle_timeout = settings.ws_idle_timeout
         demo_task: asyncio.Task[None] | None = None
         if demo:
             worker = DemoWorker(runtime.service, settings.local_owner, settings.demo_step_seconds)
@@ -58,10 +68,11 @@ def create_app(settings: Settings, *, demo: bool = False, project: bool = True) 
                 demo_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await demo_task
+            await asyncio.to_thread(tail.stop)
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *WS_ROUTES],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: handle_exception},
     )

@@ -147,7 +147,7 @@ class TaskService:
         except IntegrityError:
             if key is None:
                 raise
-            existing = self._load(task_id, owner)
+            existing = self.load(task_id, owner)
             existing.replayed(key, print_)
             return self._outcome(existing, self.app.head(), replayed=True, created=True)
         return self._outcome(task, position, created=True)
@@ -165,7 +165,7 @@ class TaskService:
         print_ = fingerprint(name, str(task_id), args)
         idem = f"{key}:{print_}" if key else None
         for attempt in range(MAX_CONFLICT_RETRIES):
-            task = self._load(task_id, owner)
+            task = self.load(task_id, owner)
             if key and task.replayed(key, print_):
                 return self._outcome(task, self.app.head(), replayed=True)
             if if_match is not None and task.version != if_match:
@@ -175,7 +175,7 @@ class TaskService:
                 return self._outcome(task, self._save(task))
             except IntegrityError:
                 if if_match is not None or attempt == MAX_CONFLICT_RETRIES - 1:
-                    latest = self._load(task_id, owner)
+                    latest = self.load(task_id, owner)
                     raise VersionMismatch(if_match or task.version - 1, latest.version) from None
         raise AssertionError("unreachable")
 
@@ -183,9 +183,9 @@ class TaskService:
         """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
         print_ = fingerprint("restart", str(task_id))
         idem = f"{key}:{print_}" if key else None
-        old = self._load(task_id, owner)
+        old = self.load(task_id, owner)
         if key and old.replayed(key, print_) and old.restarted_as:
-            new = self._load(UUID(old.restarted_as), owner)
+            new = self.load(UUID(old.restarted_as), owner)
             return self._outcome(new, self.app.head(), replayed=True, created=True)
         if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
             old.cancel(reason="restarted")
@@ -205,11 +205,11 @@ class TaskService:
 
     def view_sync(self, task_id: UUID, owner: str | None, version: int | None = None) -> dict[str, Any]:
         """The progress JSON of a task, from its log (optionally as at an earlier version)."""
-        return progress_view(self._load(task_id, owner, version))
+        return progress_view(self.load(task_id, owner, version))
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
-    def _load(self, task_id: UUID, owner: str | None, version: int | None = None) -> Task:
+    def load(self, task_id: UUID, owner: str | None, version: int | None = None) -> Task:
         try:
             task = self.app.task(task_id, version)
         except (OperationalError, StoreInterfaceError) as exc:

@@ -22,6 +22,8 @@ class Settings:
     pool_size: int = 5
     read_timeout: float = 2.0
     demo_step_seconds: float = 6.0
+    ws_ping_interval: float = 20.0
+    ws_idle_timeout: float = 60.0
     log_level: str = "info"
 
     @classmethod
@@ -45,6 +47,8 @@ class Settings:
                 pool_size=int(get("POOL_SIZE") or defaults.pool_size),
                 read_timeout=float(get("READ_TIMEOUT") or defaults.read_timeout),
                 demo_step_seconds=float(get("DEMO_STEP_SECONDS") or defaults.demo_step_seconds),
+                ws_ping_interval=float(get("WS_PING_INTERVAL") or defaults.ws_ping_interval),
+                ws_idle_timeout=float(get("WS_IDLE_TIMEOUT") or defaults.ws_idle_timeout),
                 log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
             )
         except ValueError as exc:

@@ -242,6 +242,29 @@ def test_task_percent_is_the_weighted_mean(steps: list[tuple[float, str, float]]
     assert 0 <= whole(got) <= 100
 
 
+@pytest.mark.parametrize("weights", [(0.1, 0.2), (0.1, 0.7), (82.3895288417613,), (1.0, 1.0, 1.0)])
+def test_a_completed_task_reads_100(weights: tuple[float, ...]) -> None:
+    task = plan(*[StepPlan(f"s{i}", weight=w) for i, w in enumerate(weights)])
+    for order in range(1, len(weights) + 1):
+        task.start_step(order, at=at(order))
+        task.complete_step(order, at=at(order))
+    assert task.status is T.COMPLETED
+    assert task_percent(task) == pytest.approx(100.0)
+    assert progress_view(task)["progress"] == 100
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="domain bug: task_percent is not clamped, float rounding of sum(w*p)/sum(w) gives "
+    "100.00000000000001 for a completed task with weights 0.1 and 0.7 (whole() hides it in the view)",
+)
+def test_task_percent_never_exceeds_100() -> None:
+    task = plan(StepPlan("a", weight=0.1), StepPlan("b", weight=0.7))
+    task.skip_step(1, at=at(1))
+    task.skip_step(2, at=at(2))
+    assert task_percent(task) <= 100.0
+
+
 # ------------------------------------------------------------------------------------------------------
 # whole(): rounded down and clamped.
 # ------------------------------------------------------------------------------------------------------
@@ -633,7 +656,10 @@ def test_progress_view_shows_approval_and_error() -> None:
     task.request_approval(1, "Drop table?", at=at(3))
     view = progress_view(task)
     assert view["needs_attention"] is True
-    assert view["steps"][0]["approval"] == {"message": "Drop table?", "requested_at": "2024-01-15T10:00:03.000Z"}
+    assert view["steps"][0]["approval"] == {
+        "message": "Drop table?",
+        "requested_at": "2024-01-15T10:00:03.000Z",
+    }
     assert view["steps"][1]["approval"] is None
     task.reject(1, "no", at=at(4))
     view = progress_view(task)

@@ -1,0 +1,298 @@
+"""WebSocket endpoints: live updates with cursor resume, heartbeats, and commands sent over the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta, Struct
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway.problems import to_problem
+from infra.runtime import Runtime
+from infra.service import Outcome
+from infra.store import TaskNotFound
+from infra.streams import Cursor, Streams
+
+MAX_FRAME = 64 * 1024
+MAX_ERRORS = 20
+
+# Close codes: the 1000s are the protocol's, the 4000s mirror HTTP statuses.
+CLOSE_NORMAL = 1000
+CLOSE_INTERNAL = 1011
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_FOUND = 4404
+CLOSE_IDLE = 4408
+
+# ---- client → server frames --------------------------------------------------------------------------------
+
+
+class ClientFrame(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Fields every client frame may carry: a correlation id (also its idempotency key) and a task."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    task_id: str | None = None
+
+
+class Ping(ClientFrame, tag="ping"):
+    pass
+
+
+class Pong(ClientFrame, tag="pong"):
+    pass
+
+
+class Pause(ClientFrame, tag="pause"):
+    pass
+
+
+class Resume(ClientFrame, tag="resume"):
+    pass
+
+
+class Cancel(ClientFrame, tag="cancel"):
+    reason: Annotated[str, Meta(max_length=10_000)] | None = None
+
+
+class Approve(ClientFrame, tag="approve"):
+    step: Annotated[int, Meta(ge=1, le=10_000)]
+    comment: Annotated[str, Meta(max_length=10_000)] | None = None
+
+
+class Reject(ClientFrame, tag="reject"):
+    step: Annotated[int, Meta(ge=1, le=10_000)]
+    comment: Annotated[str, Meta(max_length=10_000)] | None = None
+
+
+Frame = Ping | Pong | Pause | Resume | Cancel | Approve | Reject
+frame_decoder: msgspec.json.Decoder[Frame] = msgspec.json.Decoder(Frame)
+
+# ---- server → client control frames ------------------------------------------------------------------------
+
+
+class Ack(Struct, tag="ack", tag_field="type", kw_only=True):
+    id: str | None
+    task_id: str
+    command: str
+    seq: int
+    position: int
+    status: str
+
+
+class Error(Struct, tag="error", tag_field="type", kw_only=True):
+    id: str | None
+    code: str
+    status: int
+    detail: str
+
+
+class ServerPing(Struct, tag="ping", tag_field="type", kw_only=True):
+    at: float
+
+
+class ServerPong(Struct, tag="pong", tag_field="type", kw_only=True):
+    id: str | None = None
+
+
+encode = msgspec.json.Encoder().encode
+
+# ---- the connection ----------------------------------------------------------------------------------------
+
+
+def _settings(ws: WebSocket) -> tuple[Runtime, Streams]:
+    return ws.app.state.runtime, ws.app.state.streams
+
+
+def _cursor(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("after")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValueError(f"after must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+class Connection:
+    """One socket: a sender following the stream, a receiver of commands, a heartbeat; one ending ends all."""
+
+    def __init__(self, ws: WebSocket, task_id: UUID | None) -> None:
+        self.ws = ws
+        self.task_id = task_id
+        self.runtime, self.streams = _settings(ws)
+        self.owner = self.runtime.settings.local_owner
+        self.last_heard = time.monotonic()
+        self.errors = 0
+        self.send_lock = asyncio.Lock()
+        self.ping_interval: float = ws.app.state.ws_ping_interval
+        self.idle_timeout: float = ws.app.state.ws_idle_timeout
+
+    async def send(self, text: str | bytes) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(text if isinstance(text, str) else text.decode())
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await self.ws.close(code, reason[:120])
+
+    async def run(self) -> None:
+        try:
+            after = _cursor(self.ws)
+        except ValueError as exc:
+            await self.ws.accept()
+            await self.send(encode(Error(id=None, code="bad-cursor", status=400, detail=str(exc))))
+            await self.close(CLOSE_BAD_REQUEST, "bad cursor")
+            return
+        await self.ws.accept()
+        tasks = [
+            asyncio.create_task(self.sender(after), name="ws-sender"),
+            asyncio.create_task(self.receiver(), name="ws-receiver"),
+            asyncio.create_task(self.heartbeat(), name="ws-heartbeat"),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                    await task
+        await self.close(CLOSE_NORMAL)
+
+    async def sender(self, after: int | None) -> None:
+        try:
+            if self.task_id is not None:
+                cursor = Cursor(after if after is not None else 0)
+                if after is None:
+                    snap = await self.streams.task_snapshot(self.task_id, self.owner)
+                    cursor.value = snap.seq
+                    await self.send(encode(snap))
+                frames = self.streams.task_frames(self.task_id, self.owner, cursor)
+            else:
+                seen: dict[str, int] = {}
+                cursor = Cursor(after if after is not None else 0)
+                if after is None:
+                    cursor.value, snapshots = await self.streams.all_snapshots(self.owner, seen)
+                    for frame in snapshots:
+                        await self.send(frame)
+                frames = self.streams.all_frames(self.owner, cursor, seen)
+            async for batch in frames:
+                for frame in batch:
+                    await self.send(frame)
+        except TaskNotFound:
+            await self.send(encode(Error(id=None, code="task-not-found", status=404, detail="no such task")))
+            await self.close(CLOSE_NOT_FOUND, "task not found")
+
+    async def heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            if time.monotonic() - self.last_heard > self.idle_timeout:
+                await self.close(CLOSE_IDLE, "idle timeout")
+                return
+            await self.send(encode(ServerPing(at=time.time())))
+
+    async def receiver(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.last_heard = time.monotonic()
+            raw: str | bytes | None = message.get("text") or message.get("bytes")
+            if raw is None:
+                continue
+            if len(raw) > MAX_FRAME:
+                await self.close(CLOSE_TOO_BIG, "frame over 64 KiB")
+                return
+            if not await self.handle(raw):
+                await self.close(CLOSE_POLICY, "too many bad frames")
+                return
+
+    async def handle(self, raw: str | bytes) -> bool:
+        """Answer one client frame; False when the client has sent too many bad ones."""
+        frame_id: str | None = None
+        try:
+            frame = frame_decoder.decode(raw)
+            frame_id = frame.id
+            match frame:
+                case Ping():
+                    await self.send(encode(ServerPong(id=frame.id)))
+                case Pong():
+                    pass
+                case _:
+                    await self.command(frame)
+            return True
+        except Exception as exc:
+            problem = to_problem(exc)
+            if isinstance(exc, ValueError) and problem.status == 500:
+                problem.status, problem.slug, problem.detail = 422, "invalid-frame", str(exc)
+            error = Error(id=frame_id, code=problem.slug, status=problem.status, detail=problem.detail)
+            await self.send(encode(error))
+            if problem.status >= 500:
+                await self.close(CLOSE_INTERNAL, "internal error")
+                return False
+            self.errors += 1
+            return self.errors < MAX_ERRORS
+
+    async def command(self, frame: Frame) -> None:
+        name = type(frame).__name__.lower()
+        target = self.task_id
+        if frame.task_id is not None:
+            try:
+                target = UUID(frame.task_id)
+            except ValueError:
+                raise TaskNotFound(frame.task_id) from None
+            if self.task_id is not None and target != self.task_id:
+                raise TaskNotFound(frame.task_id)
+        if target is None:
+            raise ValueError("task_id is required on /ws/tasks")
+        args: dict[str, Any] = {
+            k: v
+            for k, v in msgspec.structs.asdict(frame).items()
+            if k not in ("id", "task_id") and v is not None
+        }
+        if "step" in args:
+            args["order"] = args.pop("step")
+        key = f"ws:{frame.id}" if frame.id else None
+        outcome: Outcome = await self.runtime.service.command(target, self.owner, name, args, key)
+        await self.send(
+            encode(
+                Ack(
+                    id=frame.id,
+                    task_id=str(target),
+                    command=name,
+                    seq=outcome.version,
+                    position=outcome.position,
+                    status=outcome.view["status"],
+                )
+            )
+        )
+
+
+async def task_stream(ws: WebSocket) -> None:
+    try:
+        task_id = UUID(ws.path_params["task_id"])
+    except ValueError:
+        await ws.accept()
+        await ws.send_text(
+            encode(Error(id=None, code="task-not-found", status=404, detail="no such task")).decode()
+        )
+        await ws.close(CLOSE_NOT_FOUND, "task not found")
+        return
+    await Connection(ws, task_id).run()
+
+
+async def all_stream(ws: WebSocket) -> None:
+    await Connection(ws, None).run()
+
+
+WS_ROUTES = [
+    WebSocketRoute("/ws/tasks", all_stream),
+    WebSocketRoute("/ws/tasks/{task_id}", task_stream),
+]

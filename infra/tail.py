@@ -1,0 +1,194 @@
+"""A shared, bounded tail of the event log: recent events per task as pre-encoded stream frames.
+
+Streams read from here while their cursor is recent and from the store when it is older; the tail itself
+only follows the log, so a lost or doubled wake-up costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from domain.task import Task
+from infra.projector import TaskCache
+from infra.store import ProgressApp
+from projections.messages import Message, ProgressMsg, encoder, messages_for
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event as streams see it: where it is, whose it is, and its messages already encoded."""
+
+    position: int
+    task_id: str
+    owner: str
+    seq: int
+    frames: tuple[bytes, ...]
+    tick: bool  # only progress ticks: a lagging reader may keep just the latest per task
+
+
+def entries_for(event: Any, task: Task, position: int) -> Entry:
+    messages: list[Message] = messages_for(event, task, position)
+    return Entry(
+        position=position,
+        task_id=str(task.id),
+        owner=task.owner,
+        seq=event.originator_version,
+        frames=tuple(encoder.encode(m) for m in messages),
+        tick=bool(messages) and all(isinstance(m, ProgressMsg) for m in messages),
+    )
+
+
+class LogTail:
+    """Follows the log on a thread; keeps the last `window` events and up to `per_task` per task."""
+
+    def __init__(
+        self,
+        app: ProgressApp,
+        window: int = 20_000,
+        per_task: int = 2_000,
+        tasks: int = 10_000,
+        poll: float = 0.05,
+    ) -> None:
+        self.app = app
+        self.window = window
+        self.per_task = per_task
+        self.max_tasks = tasks
+        self.poll = poll
+        self._lock = threading.Lock()
+        self._entries: list[Entry] = []
+        self._positions: list[int] = []
+        self._by_task: OrderedDict[str, list[Entry]] = OrderedDict()
+        self.first = 0  # entries with position > first are all in memory (until trimmed)
+        self.position = 0
+        self._cache = TaskCache(app)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    # ---- following --------------------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._changed = asyncio.Event()
+        head = self.app.head()
+        self.first = self.position = max(0, head - self.window)
+        self._thread = threading.Thread(target=self._run, name="progressd-tail", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self, _position: int = 0) -> None:
+        """A hint that the log grew (from this process's writer, or another gateway via NATS)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                while self._step():
+                    pass
+            except Exception as exc:  # keep following; a reader that needs the gap reads the store
+                log.error("tail_failed", error=str(exc), exc_info=True)
+                self._cache = TaskCache(self.app)
+                self._stop.wait(1.0)
+            self._wake.wait(self.poll)
+
+    def _step(self) -> bool:
+        batch = self.app.notifications(self.position, 500)
+        if not batch:
+            return False
+        fresh = []
+        for notification in batch:
+            event = self.app.mapper.to_domain_event(notification)
+            if isinstance(event, Task.Event):
+                task, _ = self._cache.advance(event)
+                fresh.append(entries_for(event, task, notification.id))
+        self._append(fresh, batch[-1].id)
+        return True
+
+    def _append(self, fresh: Iterable[Entry], position: int) -> None:
+        with self._lock:
+            for entry in fresh:
+                self._entries.append(entry)
+                self._positions.append(entry.position)
+                buffer = self._by_task.get(entry.task_id)
+                if buffer is None:
+                    buffer = self._by_task[entry.task_id] = []
+                    if len(self._by_task) > self.max_tasks:
+                        self._by_task.popitem(last=False)
+                else:
+                    self._by_task.move_to_end(entry.task_id)
+                buffer.append(entry)
+                if len(buffer) > 2 * self.per_task:
+                    del buffer[: -self.per_task]
+            if len(self._entries) > 2 * self.window:
+                cut = len(self._entries) - self.window
+                self.first = self._entries[cut - 1].position
+                del self._entries[:cut]
+                del self._positions[:cut]
+            self.position = position
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        assert self._changed is not None
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ---- reading (event loop side) ----------------------------------------------------------------------
+
+    async def wait(self, position: int, timeout: float) -> bool:  # noqa: ASYNC109 - a bounded wake-up
+        """Wait until the tail has moved past `position` (True) or `timeout` passed (False)."""
+        if self.position > position or self._changed is None:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def since(self, position: int, limit: int) -> list[Entry] | None:
+        """Entries after a global position, or None when that part of the log has left the tail."""
+        with self._lock:
+            if position < self.first:
+                return None
+            i = bisect.bisect_right(self._positions, position)
+            return self._entries[i : i + limit]
+
+    def task_since(self, task_id: UUID, seq: int, limit: int) -> list[Entry] | None:
+        """A task's entries after `seq`, or None when the tail does not hold all of them."""
+        with self._lock:
+            buffer = self._by_task.get(str(task_id))
+            if not buffer:
+                return []
+            if buffer[0].seq > seq + 1:
+                return None
+            i = bisect.bisect_right([e.seq for e in buffer], seq)
+            return buffer[i : i + limit]
+
+    def holds_task(self, task_id: UUID) -> bool:
+        with self._lock:
+            return str(task_id) in self._by_task
+
+    def latest(self, task_id: UUID) -> Entry | None:
+        with self._lock:
+            buffer = self._by_task.get(str(task_id))
+            return buffer[-1] if buffer else None
