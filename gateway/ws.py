@@ -110,13 +110,9 @@ def _settings(ws: WebSocket) -> tuple[Runtime, Streams]:
     return ws.app.state.runtime, ws.app.state.streams
 
 
-def _cursor(ws: WebSocket) -> int | None:
+def _cursor(ws: WebSocket) -> Cursor | None:
     raw = ws.query_params.get("after")
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValueError(f"after must be a non-negative integer, got {raw!r}")
-    return int(raw)
+    return None if raw is None else Cursor.parse(raw)
 
 
 class Connection:
@@ -166,10 +162,10 @@ class Connection:
                     await task
         await self.close(CLOSE_NORMAL)
 
-    async def sender(self, after: int | None) -> None:
+    async def sender(self, after: Cursor | None) -> None:
         try:
+            cursor = after or Cursor(0)
             if self.task_id is not None:
-                cursor = Cursor(after if after is not None else 0)
                 if after is None:
                     snap = await self.streams.task_snapshot(self.task_id, self.owner)
                     cursor.value = snap.seq
@@ -177,7 +173,6 @@ class Connection:
                 frames = self.streams.task_frames(self.task_id, self.owner, cursor)
             else:
                 seen: dict[str, int] = {}
-                cursor = Cursor(after if after is not None else 0)
                 if after is None:
                     cursor.value, snapshots = await self.streams.all_snapshots(self.owner, seen)
                     for frame in snapshots:

@@ -26,9 +26,33 @@ MAX_REPLAY = 1_000_000  # a global cursor further behind than this gets resync_r
 
 @dataclass
 class Cursor:
-    """Where a stream is: a task's seq (single-task stream) or a log position (all tasks)."""
+    """Where a stream is: a task's seq (single-task stream) or a log position (all tasks).
+
+    `part` > 0 means the client has the first `part` messages of the event at `value`, and not the rest.
+    """
 
     value: int
+    part: int = 0
+
+    @classmethod
+    def parse(cls, raw: str) -> Cursor:
+        """`12` (after event 12) or `12.1` (after part 1 of event 12)."""
+        value, _, part = raw.partition(".")
+        if not value.isdigit() or len(value) > 18 or (part and (not part.isdigit() or len(part) > 4)):
+            raise ValueError(f"after must be a non-negative integer or <seq>.<part>, got {raw!r}")
+        return cls(int(value), int(part or 0))
+
+    def resume(self, entries: list[Entry], key: Callable[[Entry], int]) -> list[bytes]:
+        """The frames to send from `entries` (all after value - 1), and move past them."""
+        frames: list[bytes] = []
+        for entry in entries:
+            at = key(entry)
+            if at < self.value or (at == self.value and self.part == 0):
+                continue
+            skip = self.part if at == self.value else 0
+            frames.extend(entry.frames[skip:])
+            self.value, self.part = at, 0
+        return frames
 
 
 def coalesce(entries: list[Entry]) -> list[Entry]:
@@ -96,18 +120,17 @@ class Streams:
             )
         check_store = True
         while True:
-            entries = self.tail.task_since(task_id, cursor.value, BATCH)
+            entries = self.tail.task_since(task_id, cursor.value - (1 if cursor.part else 0), BATCH)
             # The store holds what the tail does not: events from before it started, or evicted from it.
             if entries is None or (not entries and check_store and not self.tail.holds_task(task_id)):
-                old = await self._task_from_store(task_id, cursor.value)
+                old = await self._task_from_store(task_id, cursor.value - (1 if cursor.part else 0))
                 if old is None:
                     yield await self._resync(task_id, owner, cursor, "events are no longer available")
                     continue
                 entries = old
             check_store = False
             if entries:
-                cursor.value = entries[-1].seq
-                frames = [f for e in coalesce(entries) for f in e.frames]
+                frames = cursor.resume(coalesce(entries), lambda e: e.seq)
                 if frames:
                     yield frames
                 continue
@@ -141,7 +164,7 @@ class Streams:
 
     async def _resync(self, task_id: UUID, owner: str | None, cursor: Cursor, reason: str) -> list[bytes]:
         snap = await self.task_snapshot(task_id, owner)
-        cursor.value = snap.seq
+        cursor.value, cursor.part = snap.seq, 0
         resync = ResyncRequired(
             task_id=str(task_id), seq=snap.seq, position=snap.position, at=snap.at, reason=reason
         )
@@ -182,23 +205,23 @@ class Streams:
             yield [encoder.encode(resync), *frames]
         cache: TaskCache | None = None
         while True:
-            entries = self.tail.since(cursor.value, BATCH)
+            start = cursor.value - (1 if cursor.part else 0)
+            entries = self.tail.since(start, BATCH)
+            last = entries[-1].position if entries else start
             if entries is None:
-                cache, entries, last = await self._all_from_store(cursor.value, cache)
-                cursor.value = max(cursor.value, last)
+                cache, entries, last = await self._all_from_store(start, cache)
             else:
                 cache = None
-                if entries:
-                    cursor.value = entries[-1].position
-            if not entries:
-                await self.tail.wait(cursor.value, 15.0)
-                continue
             visible = [
                 e for e in entries if (owner is None or e.owner == owner) and e.seq > seen.get(e.task_id, 0)
             ]
-            frames = [f for e in coalesce(visible) for f in e.frames]
+            frames = cursor.resume(coalesce(visible), lambda e: e.position)
+            if last > cursor.value:
+                cursor.value, cursor.part = last, 0
             if frames:
                 yield frames
+            elif not entries:
+                await self.tail.wait(cursor.value, 15.0)
 
     async def _all_from_store(
         self, after: int, cache: TaskCache | None

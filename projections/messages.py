@@ -15,12 +15,18 @@ from domain.task import Task
 
 
 class Message(Struct, tag_field="type", kw_only=True):
-    """Fields every update carries: the task, its own event sequence, the global log position, and when."""
+    """Fields every update carries: the task, its own event sequence, the global log position, and when.
+
+    One event may give several messages (a completed step also moves the task's percent): `part` of
+    `parts` numbers them, so a client that was cut off mid-event resumes with `after=<seq>.<part>`.
+    """
 
     task_id: str
     seq: int
     position: int
     at: str
+    part: int = 1
+    parts: int = 1
 
 
 class Snapshot(Message, tag="snapshot"):
@@ -163,7 +169,15 @@ def _failed(base: dict[str, Any], task: Task) -> list[Message]:
 
 
 def messages_for(event: Any, task: Task, position: int) -> list[Message]:
-    """The updates one event produces; `task` is the task right after the event."""
+    """The updates one event produces, numbered part 1..n; `task` is the task right after the event."""
+    messages = _messages(event, task, position)
+    for i, message in enumerate(messages, start=1):
+        message.part = i
+        message.parts = len(messages)
+    return messages
+
+
+def _messages(event: Any, task: Task, position: int) -> list[Message]:
     kind = type(event).__qualname__.rpartition(".")[2]
     base: dict[str, Any] = {
         "task_id": str(task.id),

@@ -1,0 +1,421 @@
+"""Commands over NATS request/reply: the same commands, headers and answers as the HTTP POSTs.
+
+Subjects (queue group ``progressd``, so any number of gateways share the load):
+
+* ``<prefix>.commands.create`` with the body of ``POST /api/tasks``;
+* ``<prefix>.commands.<task_id>.<command>``: ``start progress substep complete fail skip retry approval
+  approve reject`` take ``{"order": n, ...}`` (``substep`` also ``"n"``), ``pause resume cancel restart
+  log`` take the task command's body.
+
+NATS headers ``Idempotency-Key`` and ``If-Match`` mean what they mean over HTTP. The reply is JSON
+``{"status", "headers", "body"}``: what the POST would answer (201/200 with the progress JSON, or 4xx/503
+with an RFC 9457 problem). Requests are decoded into the Structs below (``forbid_unknown_fields``); they
+mirror gateway/wire.py, which infra may not import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+import nats.errors
+import structlog
+from msgspec import Meta, Struct
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from domain.errors import DomainError, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
+from domain.task import StepPlan
+from infra.relay import NatsLink, Subjects
+from infra.service import NewTask, Outcome, StoreUnavailable, TaskService, VersionMismatch
+from infra.settings import Settings
+from infra.store import TaskNotFound
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 64 * 1024
+QUEUE = "progressd"
+_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
+Comment = Annotated[str, Meta(max_length=10_000)]
+
+
+# ---- requests ---------------------------------------------------------------------------------------------
+
+
+class StepIn(Struct, forbid_unknown_fields=True):
+    """One step of a new task's plan."""
+
+    name: Name
+    weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
+    substeps: Annotated[list[Name], Meta(max_length=200)] = []
+    requires_approval: bool = False
+
+
+class CreateCmd(Struct, forbid_unknown_fields=True):
+    """<prefix>.commands.create: a new task (the body of POST /api/tasks)."""
+
+    title: Name
+    steps: Annotated[list[StepIn], Meta(min_length=1, max_length=200)]
+    complexity: Annotated[int, Meta(ge=0, le=100_000)] | Literal["simple", "medium", "complex"] | None = None
+
+
+class StepCmd(Struct, forbid_unknown_fields=True):
+    """start, retry: a step by its 1-based order."""
+
+    order: int
+
+
+class ProgressCmd(Struct, forbid_unknown_fields=True):
+    """progress: a running step's reported percent."""
+
+    order: int
+    percent: Annotated[float, Meta(ge=0, le=100)]
+
+
+class SubstepCmd(Struct, forbid_unknown_fields=True):
+    """substep: substep `n` (1-based) of a running step is done."""
+
+    order: int
+    n: int
+
+
+class CompleteCmd(Struct, forbid_unknown_fields=True):
+    """complete: `result` is kept when this completes the task."""
+
+    order: int
+    result: Comment | None = None
+
+
+class FailCmd(Struct, forbid_unknown_fields=True):
+    """fail: a running step failed."""
+
+    order: int
+    error: Text
+
+
+class SkipCmd(Struct, forbid_unknown_fields=True):
+    """skip: a pending, running or failed step is skipped."""
+
+    order: int
+    reason: Comment | None = None
+
+
+class ApprovalCmd(Struct, forbid_unknown_fields=True):
+    """approval: ask a person to approve the step."""
+
+    order: int
+    message: Text
+
+
+class CommentCmd(Struct, forbid_unknown_fields=True):
+    """approve, reject: answer a step waiting for approval."""
+
+    order: int
+    comment: Comment | None = None
+
+
+class EmptyCmd(Struct, forbid_unknown_fields=True):
+    """pause, resume, restart: no arguments."""
+
+
+class ReasonCmd(Struct, forbid_unknown_fields=True):
+    """cancel."""
+
+    reason: Comment | None = None
+
+
+class LogCmd(Struct, forbid_unknown_fields=True):
+    """log: a log line, optionally about a step."""
+
+    message: Text
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    step: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+
+
+COMMANDS: dict[str, type[Struct]] = {
+    "start": StepCmd,
+    "progress": ProgressCmd,
+    "substep": SubstepCmd,
+    "complete": CompleteCmd,
+    "fail": FailCmd,
+    "skip": SkipCmd,
+    "retry": StepCmd,
+    "approval": ApprovalCmd,
+    "approve": CommentCmd,
+    "reject": CommentCmd,
+    "pause": EmptyCmd,
+    "resume": EmptyCmd,
+    "cancel": ReasonCmd,
+    "restart": EmptyCmd,
+    "log": LogCmd,
+}
+_DECODERS: dict[type[Struct], msgspec.json.Decoder[Any]] = {
+    kind: msgspec.json.Decoder(kind) for kind in {*COMMANDS.values(), CreateCmd}
+}
+
+
+# ---- replies ----------------------------------------------------------------------------------------------
+
+
+class Reply(Struct):
+    """What a command over NATS answers: the HTTP status, headers and body the POST would have given."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class CommandProblem(Exception):
+    """An error answered with an RFC 9457 problem body."""
+
+    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+        super().__init__(detail)
+
+    def reply(self, instance: str) -> Reply:
+        body: dict[str, Any] = {
+            "type": f"/problems/{self.slug}",
+            "title": HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            **self.extra,
+        }
+        return Reply(self.status, {"Content-Type": "application/problem+json", **self.headers}, body)
+
+
+def to_problem(exc: Exception) -> CommandProblem:
+    """The problem an error is answered with: the same statuses and slugs as gateway/problems.py."""
+    match exc:
+        case CommandProblem():
+            return exc
+        case TaskNotFound():
+            return CommandProblem(404, "task-not-found", f"no task {exc}")
+        case UnknownStep():
+            return CommandProblem(404, "step-not-found", str(exc))
+        case IllegalTransition():
+            return CommandProblem(
+                409,
+                "illegal-transition",
+                str(exc),
+                subject=exc.subject,
+                action=exc.action,
+                expected=list(exc.expected),
+                actual=exc.actual,
+            )
+        case InvalidValue():
+            return CommandProblem(
+                422, "invalid-field", str(exc), errors=[{"path": f"$.{exc.field}", "detail": str(exc)}]
+            )
+        case IdempotencyKeyReused():
+            return CommandProblem(422, "idempotency-key-reused", str(exc))
+        case DomainError():
+            return CommandProblem(422, "rejected", str(exc))
+        case VersionMismatch():
+            return CommandProblem(
+                412, "version-mismatch", str(exc), expected_version=exc.expected, actual_version=exc.actual
+            )
+        case StoreUnavailable():
+            problem = CommandProblem(
+                503, "store-unavailable", "the event store is unavailable; nothing was written"
+            )
+            problem.headers["Retry-After"] = "2"
+            return problem
+        case msgspec.ValidationError():
+            message, _, path = str(exc).partition(" - at `")
+            path = path.rstrip("`") or "$"
+            return CommandProblem(
+                422, "invalid-field", f"{message} at {path}", errors=[{"path": path, "detail": message}]
+            )
+        case msgspec.DecodeError():
+            return CommandProblem(400, "malformed-json", f"request body is not valid JSON: {exc}")
+    return CommandProblem(500, "internal", "internal error")
+
+
+# ---- the subscriber ---------------------------------------------------------------------------------------
+
+
+class NatsCommands:
+    """Answers command requests on `<prefix>.commands.>` through the one writer path, `TaskService`.
+
+    `await start()` returns at once and connects in the background (`await ready(limit)` waits for the
+    subscription); `await stop()` stops taking requests, answers those in flight and drains. `settle`
+    is the read-your-writes wait the HTTP answer uses (`Runtime.settle`); without it replies go out
+    as soon as the event is stored.
+    """
+
+    def __init__(
+        self,
+        service: TaskService,
+        settings: Settings,
+        *,
+        subjects: Subjects | None = None,
+        queue: str = QUEUE,
+        settle: Callable[[int], Awaitable[bool]] | None = None,
+        max_in_flight: int = 256,
+    ) -> None:
+        if settings.nats_url is None:
+            raise ValueError("commands over NATS need Settings.nats_url (PROGRESSD_NATS_URL)")
+        self.service = service
+        self.owner = settings.local_owner
+        self.subjects = subjects or Subjects()
+        self.queue = queue
+        self.settle = settle
+        self.link = NatsLink(settings.nats_url, "progressd-commands")
+        self.handled = 0
+        self._prefix = self.subjects.create.removesuffix("create")
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect and subscribe in the background (NATS may be down now; it is retried forever)."""
+        if self._task is not None:
+            raise RuntimeError("NATS commands already started")
+        self._task = asyncio.create_task(self._subscribe(), name="progressd-nats-commands")
+
+    async def ready(self, limit: float) -> bool:
+        """Wait (at most `limit` s) until the subscription is registered with the server."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), limit)
+        return self._ready.is_set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking requests, answer the ones in flight (at most `grace` s), drain and close."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sub is not None and self.link.connected:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await asyncio.wait_for(self._sub.drain(), grace)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace)
+        await self.link.close(grace)
+
+    async def _subscribe(self) -> None:
+        nc = await self.link.connect()
+        self._sub = await nc.subscribe(self.subjects.commands, queue=self.queue, cb=self._on_message)
+        await nc.flush()
+        self._ready.set()
+
+    async def _on_message(self, msg: Msg) -> None:
+        # Handled concurrently (bounded), but each command reaches the single writer thread in arrival order:
+        # tasks start in creation order and submit to the writer before their first real await.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            reply = await self.execute(msg.subject, msg.data, msg.headers or {})
+        except Exception as exc:
+            problem = to_problem(exc)
+            if problem.status >= 500 and not isinstance(exc, StoreUnavailable):
+                log.error("nats_command_failed", subject=msg.subject, exc_info=exc)
+            reply = problem.reply(msg.subject)
+        self.handled += 1
+        if msg.reply:
+            try:
+                await msg.respond(_encode(reply))
+            except nats.errors.Error as exc:  # the requester will time out and may retry with its key
+                log.warning("nats_reply_failed", subject=msg.subject, error=repr(exc))
+
+    async def execute(self, subject: str, data: bytes, headers: dict[str, str]) -> Reply:
+        """Run one command request and build its reply; errors are raised, not answered."""
+        if len(data) > MAX_BODY:
+            raise CommandProblem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
+        raw = data if data.strip() else b"{}"
+        head = {k.lower(): v for k, v in headers.items()}
+        path = subject.removeprefix(self._prefix).split(".")
+        if path == ["create"]:
+            body = _DECODERS[CreateCmd].decode(raw)
+            outcome = await self.service.create(self.owner, new_task(body), idempotency_key(head))
+            return await self._answer(outcome)
+        if len(path) != 2 or not subject.startswith(self._prefix):
+            raise CommandProblem(404, "unknown-command", f"no command subject {subject!r}")
+        raw_id, name = path
+        kind = COMMANDS.get(name)
+        if kind is None:
+            raise CommandProblem(404, "unknown-command", f"no task command {name!r}")
+        command = _DECODERS[kind].decode(raw)
+        try:
+            task_id = UUID(raw_id)
+        except ValueError:
+            raise CommandProblem(404, "task-not-found", f"no task {raw_id}") from None
+        key = idempotency_key(head)
+        if name == "restart":
+            outcome = await self.service.restart(task_id, self.owner, key)
+        else:
+            args = msgspec.structs.asdict(command)
+            outcome = await self.service.command(task_id, self.owner, name, args, key, if_match(head))
+        return await self._answer(outcome)
+
+    async def _answer(self, outcome: Outcome) -> Reply:
+        headers = {
+            "Content-Type": "application/json",
+            "ETag": f'"{outcome.version}"',
+            "Progressd-Position": str(outcome.position),
+        }
+        if self.settle is not None and not await self.settle(outcome.position):
+            headers["Progressd-View-Lag"] = "true"
+        if outcome.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        if outcome.created:
+            headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
+            return Reply(201, headers, outcome.view)
+        return Reply(200, headers, outcome.view)
+
+
+def new_task(body: CreateCmd) -> NewTask:
+    return NewTask(
+        title=body.title,
+        steps=[StepPlan(s.name, s.weight, tuple(s.substeps), s.requires_approval) for s in body.steps],
+        tables=body.complexity if isinstance(body.complexity, int) else None,
+        complexity=body.complexity if isinstance(body.complexity, str) else None,
+    )
+
+
+def idempotency_key(headers: dict[str, str]) -> str | None:
+    key = headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip().strip('"')
+    if not key or len(key) > 200 or not key.isprintable():
+        raise CommandProblem(
+            400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters"
+        )
+    return key
+
+
+def if_match(headers: dict[str, str]) -> int | None:
+    value = headers.get("if-match")
+    if value is None:
+        return None
+    match = _VERSION.match(value)
+    if match is None:
+        raise CommandProblem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
+    return int(match.group(1))
