@@ -16,7 +16,8 @@ _CURRENT = (StepStatus.FAILED, StepStatus.APPROVAL, StepStatus.RUNNING, StepStat
 def task_percent(task: Task) -> float:
     """Weighted mean of the steps' percents; completed and skipped steps count 100."""
     total = sum(s.weight for s in task.steps)
-    return sum(s.weight * s.percent for s in task.steps) / total
+    # Clamped: float sums of weights can land a hair over 100.
+    return min(100.0, sum(s.weight * s.percent for s in task.steps) / total)
 
 
 def current_step(task: Task) -> int:

@@ -370,7 +370,8 @@ class Task(Aggregate):
             self.status = TaskStatus.FAILED
             self.error = next(s.error for s in self.steps if s.status is StepStatus.FAILED)
         elif self.status is TaskStatus.FAILED or self.status is TaskStatus.PENDING:
-            self.status = TaskStatus.RUNNING
+            # A task that was paused when a step failed goes back to paused, not running.
+            self.status = TaskStatus.PAUSED if self.paused_at is not None else TaskStatus.RUNNING
             self.error = None
         if self.started_at is None and self.status is TaskStatus.RUNNING:
             self.started_at = at
@@ -434,7 +435,7 @@ class Task(Aggregate):
         step = self.step(order)
         step.status = StepStatus.SKIPPED
         step.error = None
-        if step.started_at is not None:
+        if step.started_at is not None and step.finished_at is None:
             step.finished_at = at
             step.release(at)
         self._refresh_status(at)
@@ -444,7 +445,6 @@ class Task(Aggregate):
     def _step_retried(self, order: int, idem: str | None, timestamp: datetime | None) -> None:
         at = _at(timestamp)
         step = self.step(order)
-        step.status = StepStatus.RUNNING
         step.error = None
         step.reported = 0.0
         step.attempts += 1
@@ -453,6 +453,16 @@ class Task(Aggregate):
         step.finished_at = None
         step.held_ms = 0
         step.held_since = None
+        if step.requires_approval and not step.approved:
+            step.status = StepStatus.APPROVAL
+            step.approval_message = f"Approve step {order}: {step.name}?"
+            step.approval_requested_at = at
+            step.hold(at)
+        elif self.paused_at is not None:
+            step.status = StepStatus.PAUSED
+            step.hold(at)
+        else:
+            step.status = StepStatus.RUNNING
         self._refresh_status(at)
         self._touch(step, idem, at)
 
@@ -481,7 +491,7 @@ class Task(Aggregate):
         step.approved = True
         step.approval_message = None
         step.approval_requested_at = None
-        if self.status is TaskStatus.PAUSED:
+        if self.paused_at is not None:
             step.status = StepStatus.PAUSED
         else:
             step.status = StepStatus.RUNNING

@@ -158,8 +158,9 @@ COMMANDS: dict[str, type[Struct]] = {
     "restart": EmptyCmd,
     "log": LogCmd,
 }
+_KINDS: list[type[Struct]] = [*COMMANDS.values(), CreateCmd]
 _DECODERS: dict[type[Struct], msgspec.json.Decoder[Any]] = {
-    kind: msgspec.json.Decoder(kind) for kind in {*COMMANDS.values(), CreateCmd}
+    kind: msgspec.json.Decoder(kind) for kind in _KINDS
 }
 
 
@@ -306,7 +307,8 @@ class NatsCommands:
                 await self._task
         if self._sub is not None and self.link.connected:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-                await asyncio.wait_for(self._sub.drain(), grace)
+                # nats-py leaves Subscription.drain unannotated.
+                await asyncio.wait_for(self._sub.drain(), grace)  # type: ignore[no-untyped-call]
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace)
         await self.link.close(grace)

@@ -643,11 +643,6 @@ def test_reject_while_paused_fails_the_task() -> None:
     assert task.status is T.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain bug: retry/skip after a reject-while-paused sets the task to running but leaves its other "
-    "steps paused and paused_at set (_refresh_status does not know the task was paused)",
-)
 def test_retry_after_reject_while_paused_keeps_task_and_steps_consistent() -> None:
     c = Clock()
     task = new_task(StepPlan("one"), StepPlan("two"), clock=c)
@@ -666,12 +661,7 @@ def test_retry_after_reject_while_paused_keeps_task_and_steps_consistent() -> No
         assert S.RUNNING not in statuses(task)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain bug: after reject-while-paused then skip, step 1 is stuck paused in a running task: "
-    "it can neither report progress, complete, fail nor be skipped",
-)
-def test_a_running_task_never_holds_a_stuck_paused_step() -> None:
+def test_reject_while_paused_then_skip_leaves_the_task_paused_and_resumable() -> None:
     c = Clock()
     task = new_task(StepPlan("one"), StepPlan("two"), clock=c)
     task.start_step(1, at=c())
@@ -679,8 +669,11 @@ def test_a_running_task_never_holds_a_stuck_paused_step() -> None:
     task.pause(at=c())
     task.reject(2, at=c())
     task.skip_step(2, at=c())
-    assert task.status is T.RUNNING
-    task.report_progress(1, 50, at=c())  # raises IllegalTransition: step 1 is still "paused"
+    assert task.status is T.PAUSED  # it was paused when step 2 was rejected: it stays paused
+    assert task.step(1).status is S.PAUSED
+    task.resume(at=c())
+    task.report_progress(1, 50, at=c())
+    assert task.step(1).status is S.RUNNING and task.paused_at is None
 
 
 def test_cancel_from_every_unfinished_state() -> None:
