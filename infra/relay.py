@@ -49,6 +49,7 @@ TYPE_PREFIX = "dev.progressd.task."
 CE_CONTENT_TYPE = "application/cloudevents+json"
 RELAY_NAME = "nats_relay"
 _FORMAT = JSONFormat()
+_CONNECTION_LOST = (nats.errors.StaleConnectionError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,9 @@ class NatsLink:
             await self.nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        if self.nc.is_connected:
+        # A lost connection is reported here first (UnexpectedEOF while still "connected"), then to
+        # disconnected_cb; both belong to the same outage.
+        if self.nc.is_connected and not isinstance(exc, _CONNECTION_LOST):
             log.warning("nats_error", connection=self.name, error=repr(exc))
         else:
             self._down(exc)

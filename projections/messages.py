@@ -1,4 +1,4 @@
-"""Live update messages: one tagged union of msgspec Structs, derived from each event and the task after it."""
+"""Live update messages: a tagged union of msgspec Structs, derived from each event and the task after it."""
 
 from __future__ import annotations
 

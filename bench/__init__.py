@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.eta` measures the accuracy of the time estimates."""
