@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ Confidence = Literal["low", "medium", "high"]
 ANY = "any"
 UNKNOWN = "unknown"  # what step_stats records for a task without a complexity
 _N = NormalDist()
+_Z90 = _N.inv_cdf(0.9)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -52,6 +54,7 @@ class EtaParams:
     """The estimator's assumptions; the defaults are what `bench/eta.py` reports on."""
 
     coverage: float = 0.8  # the interval's target coverage
+    draws: int = 400  # Monte Carlo draws of the remaining time (seeded: the same input gives the same answer)
     prior_step_ms: float = 60_000.0  # a step's duration when nothing at all is known
     prior_scale_sigma: float = 1.2  # how unsure that absolute scale is (log sd, shared by the task's steps)
     prior_kind_sigma: float = 0.7  # how much step kinds differ from one another (log sd)
@@ -61,7 +64,10 @@ class EtaParams:
     rate_kappa: float = 0.25  # noise of the rate: var(log duration from rate) = kappa (1 - p) / p
     half_life: float = 100.0  # recent samples count half as much this many samples ago (speeds drift)
     any_weight: float = 2.0  # pseudo-count of the any-complexity group when a complexity group is small
-    stall_factor: float = 2.0  # no progress for this many times the step's p90 is a stall
+    tail_prior: float = 0.01  # chance a step runs far beyond its usual spread, before history shows it
+    tail_prior_shift: float = 1.4  # how far beyond its median such a step runs (log: about 4 times)
+    tail_weight: float = 20.0  # pseudo-count of the tail prior
+    stall_factor: float = 2.0  # no progress for this many times the step's usual p90 is a stall
     stall_min_ms: float = 5_000.0
     complexity_prior: Mapping[str, float] = field(
         default_factory=lambda: {"simple": 0.8, "medium": 1.0, "complex": 1.3}
@@ -136,18 +142,24 @@ def estimate(
     steps = [s for s in view["steps"] if s["status"] != "skipped"]
     refs = {s["order"]: ctx.reference(normalise_step_name(s["name"])) for s in steps}
     tau2 = ctx.task_variance(refs.values())
+    noise = {order: ref.noise(tau2, params.task_share) for order, ref in refs.items()}
 
-    latent = _Latent(tau2, params.prior_scale_sigma**2)
+    # The task's speed, from its finished steps; a step that ran far beyond its kind's spread says little.
+    latent = _Latent(tau2)
     finished = 0
     for s in steps:
         if s["status"] == "completed" and s.get("duration_ms") is not None:
             ref = refs[s["order"]]
             y = math.log(max(float(s["duration_ms"]), 1.0)) - ref.mu
-            latent.observe(ref.shared, max(-3.0, min(3.0, y)), ref.noise(tau2, params.task_share))
+            m, v = latent.predict(0.0, ref.load, noise[s["order"]])
+            bulk = (1 - ref.tail_p) * _pdf(y, m, v)
+            tail = ref.tail_p * _pdf(y, m + ref.tail_shift, v + ref.tail_var)
+            weight = bulk / (bulk + tail) if bulk + tail > 0 else 0.0
+            latent.observe(ref.load, y, noise[s["order"]] / max(weight, 0.05))
             finished += 1
     before = latent.copy()  # finished steps only: the running steps are predicted from this
 
-    remaining = _Sum()
+    running: list[_Running] = []
     stalled: int | None = None
     observed: list[str] = []
     for s in steps:
@@ -158,36 +170,32 @@ def estimate(
         elapsed = float(s.get("work_ms") or 0) + (gap_ms if clock else 0.0)
         quiet_since = _parse(s.get("updated_at")) or view_at
         quiet = max(0.0, (now - quiet_since).total_seconds() * 1000) if clock else 0.0
-        worked_then = max(0.0, elapsed - quiet)
+        worked_then = max(0.0, elapsed - quiet)  # work time when it last reported
         p = _fraction(s)
-        m0, v0 = before.predict(ref.mu, ref.shared, ref.noise(tau2, params.task_share))
-        p90 = math.exp(m0 + _N.inv_cdf(0.9) * math.sqrt(v0))
-        if clock and quiet > max(params.stall_factor * p90, params.stall_min_ms):
+        m0, v0 = before.predict(ref.mu, ref.load, noise[s["order"]])
+        usual_p90 = math.exp(m0 + _Z90 * math.sqrt(v0))
+        if clock and quiet > max(params.stall_factor * usual_p90, params.stall_min_ms):
             stalled = stalled or s["order"]
         m1, v1 = m0, v0
         if 0 < p < 1 and worked_then > 0:
             r2 = max(params.rate_kappa * (1 - p) / p, 1e-3)
-            rate_mu = math.log(worked_then / p)
-            m1, v1 = (m0 * r2 + rate_mu * v0) / (v0 + r2), v0 * r2 / (v0 + r2)
+            m1, v1 = (m0 * r2 + math.log(worked_then / p) * v0) / (v0 + r2), v0 * r2 / (v0 + r2)
             observed.append(f"step {s['order']} at {p:.0%}")
-        cur = _truncated(m1, v1, math.log(elapsed) if elapsed > 0 else -math.inf)
-        remaining.add_independent(max(cur.mean - elapsed, 0.0), cur.var)
-        if stalled != s["order"]:
+        step = _Running.given(m1, v1, ref, elapsed)
+        running.append(step)
+        if stalled != s["order"] and step.bulk_weight >= 0.5:
+            cur = _truncated(m1, v1, step.lower)
             site = _site(m0, v0, cur.log_mean, cur.log_var)
             if site is not None:
-                z, site_var = site
-                latent.observe(ref.shared, z - ref.mu, ref.noise(tau2, params.task_share) + site_var)
+                latent.observe(ref.load, site[0] - ref.mu, noise[s["order"]] + site[1])
 
-    for s in steps:
-        if s["status"] == "pending":
-            ref = refs[s["order"]]
-            m, v = latent.predict(ref.mu, ref.shared, ref.noise(tau2, params.task_share))
-            remaining.add_correlated(m, v, ref.shared)
-
-    low_ms, mid_ms, high_ms = remaining.quantiles(latent, params.coverage)
-    if stalled is not None:
-        # A stalled step may take as long again as it has already: widen upwards rather than pretend.
-        high_ms = max(high_ms, mid_ms * 2)
+    pending = [
+        _Pending(ref.mu, ref.load, math.sqrt(noise[s["order"]]), ref.tail_p, ref.tail_shift, ref.tail_var)
+        for s in steps
+        if s["status"] == "pending"
+        for ref in (refs[s["order"]],)
+    ]
+    low_ms, mid_ms, high_ms = _simulate(latent, running, pending, params)
     eta = max(1, round(mid_ms / 1000))
     low = min(eta, max(0, math.floor(low_ms / 1000)))
     high = max(eta, math.ceil(high_ms / 1000))
@@ -233,25 +241,30 @@ def _parse(raw: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class _Ref:
-    """A step's reference: log-ms location, its total spread, whether it rests on the fixed prior."""
+    """A step's reference duration (log ms), its spread, and how unsure the reference itself is."""
 
     mu: float
-    var: float  # spread of the population of such steps, plus the uncertainty of mu itself
-    shared: bool  # True when mu is the fixed prior, whose unknown scale all such steps share
+    var: float  # spread of such steps across tasks, in log space, stalls left out
+    load: float  # sd of the reference's own error, shared by the task's steps (the latent g)
+    own_var: float  # spread that is never the task's speed (the kind of step is unknown)
+    tail_p: float  # chance the step runs far beyond that spread (a stall)
+    tail_shift: float
+    tail_var: float
     source: str
-    own_var: float = 0.0  # part of var that is never the task's speed (step kind unknown, location error)
 
     def noise(self, tau2: float, share: float) -> float:
         """The step's own variance once the task's speed is accounted for (never less than its share)."""
-        spread = self.var - self.own_var
-        return max(spread - tau2, (1 - share) * spread) + self.own_var
+        return max(self.var - tau2, (1 - share) * self.var) + self.own_var
 
 
 @dataclass(frozen=True)
 class _Profile:
     mu: float
-    sigma2: float
+    var: float
     n: float
+    tail_p: float
+    tail_shift: float
+    tail_var: float
 
 
 class _Context:
@@ -262,8 +275,7 @@ class _Context:
         self.params = params
         self.complexity = complexity or UNKNOWN
         self._profiles: dict[tuple[str, str], _Profile | None] = {}
-        prior = params.complexity_prior.get(self.complexity, 1.0)
-        self.factor = self._complexity_factor(math.log(prior))
+        self.factor, self.factor_var = self._complexity_factor()
         self.typical = self._typical()
 
     def profile(self, key: str, group: str) -> _Profile | None:
@@ -273,37 +285,39 @@ class _Context:
         return self._profiles[(key, group)]
 
     def reference(self, key: str) -> _Ref:
+        params = self.params
         own = self.profile(key, self.complexity)
         pooled = self.profile(key, ANY)
-        if pooled is not None and self.complexity != UNKNOWN:
-            pooled = _Profile(pooled.mu + self.factor, pooled.sigma2, pooled.n)
-        if own is not None and pooled is not None:
-            w = own.n / (own.n + self.params.any_weight)
-            mu = w * own.mu + (1 - w) * pooled.mu
-            var = w * own.sigma2 + (1 - w) * pooled.sigma2
-            loc = var * 1.57 / (own.n + self.params.any_weight)
-            return _Ref(mu, var + loc, False, "history", loc)
-        if own is not None or pooled is not None:
-            p = own or pooled
-            assert p is not None
-            loc = p.sigma2 * 1.57 / p.n
-            return _Ref(p.mu, p.sigma2 + loc, False, "history", loc)
+        shift = self.factor if self.complexity != UNKNOWN else 0.0
+        shift_var = self.factor_var if self.complexity != UNKNOWN else 0.0
+        if pooled is not None:
+            w = own.n / (own.n + params.any_weight) if own is not None else 0.0
+            o = own or pooled
+            mu = w * o.mu + (1 - w) * (pooled.mu + shift)
+            var = w * o.var + (1 - w) * pooled.var
+            loc = var * 1.57 / ((own.n if own else 0.0) + (params.any_weight if own else pooled.n))
+            tp, ts, tv = (w * a + (1 - w) * b for a, b in zip(_tail(o), _tail(pooled), strict=True))
+            load2 = loc + (1 - w) ** 2 * shift_var
+            return _Ref(mu, var, math.sqrt(load2), 0.0, tp, ts, tv, "history")
+        if own is not None:
+            return _Ref(own.mu, own.var, math.sqrt(own.var * 1.57 / own.n), 0.0, *_tail(own), "history")
+        prior_tail = (params.tail_prior, params.tail_prior_shift, 0.3**2)
         if self.typical is not None:
-            mu, sigma2, between2 = self.typical
-            return _Ref(mu, sigma2 + between2, False, "typical step", between2)
-        params = self.params
+            mu, var, between2, count = self.typical
+            return _Ref(mu, var, math.sqrt(between2 / count), between2, *prior_tail, "typical step")
         mu = math.log(params.prior_step_ms * params.complexity_prior.get(self.complexity, 1.0))
-        kind2 = params.prior_kind_sigma**2
-        return _Ref(mu, params.default_sigma**2 + kind2, True, "prior", kind2)
+        var = params.default_sigma**2
+        return _Ref(mu, var, params.prior_scale_sigma, params.prior_kind_sigma**2, *prior_tail, "prior")
 
     def task_variance(self, refs: Iterable[_Ref]) -> float:
         """tau^2: the variance of a task's own speed, a share of the typical step's spread."""
-        spreads = sorted(r.var - r.own_var for r in refs if not r.shared and r.var > r.own_var)
+        spreads = sorted(r.var for r in refs if r.source == "history")
         base = spreads[len(spreads) // 2] if spreads else self.params.default_sigma**2
         return self.params.task_share * base
 
-    def _complexity_factor(self, prior: float) -> float:
+    def _complexity_factor(self) -> tuple[float, float]:
         """log(duration at this complexity / at any), learned across step names, shrunk to a prior."""
+        prior = math.log(self.params.complexity_prior.get(self.complexity, 1.0))
         total, weight = prior * 10.0, 10.0
         for (key, group), h in self.history.items():
             if group != self.complexity or h.count < 3:
@@ -314,35 +328,35 @@ class _Context:
             w = min(h.count, 50)
             total += w * math.log(h.median_ms / pooled.median_ms)
             weight += w
-        return total / weight
+        return total / weight, 0.25**2 * 10.0 / weight
 
-    def _typical(self) -> tuple[float, float, float] | None:
-        """The typical step here (log median, spread, spread between step names), for names never seen."""
+    def _typical(self) -> tuple[float, float, float, int] | None:
+        """The typical step here (log median, spread, spread between step names, how many names)."""
         mus: list[float] = []
-        sigmas: list[float] = []
-        for (key, group), h in self.history.items():
-            if group != ANY or h.count <= 0:
-                continue
-            p = self.profile(key, ANY)
-            assert p is not None
-            mus.append(p.mu + self.factor)
-            sigmas.append(p.sigma2)
+        variances: list[float] = []
+        for key, group in self.history:
+            p = self.profile(key, ANY) if group == ANY else None
+            if p is not None:
+                mus.append(p.mu + (self.factor if self.complexity != UNKNOWN else 0.0))
+                variances.append(p.var)
         if not mus:
             return None
         mus.sort()
-        sigmas.sort()
-        mid = mus[len(mus) // 2]
+        variances.sort()
         if len(mus) >= 3:
-            between = (mus[(len(mus) * 9) // 10] - mus[len(mus) // 10]) / (2 * _N.inv_cdf(0.9))
+            between = (mus[(len(mus) * 9) // 10] - mus[len(mus) // 10]) / (2 * _Z90)
             between2 = max(between**2, 0.3**2)
         else:
             between2 = self.params.prior_kind_sigma**2
-        return mid, sigmas[len(sigmas) // 2], between2
+        return mus[len(mus) // 2], variances[len(variances) // 2], between2, len(mus)
+
+
+def _tail(p: _Profile) -> tuple[float, float, float]:
+    return p.tail_p, p.tail_shift, p.tail_var
 
 
 def _profile(h: StepHistory, params: EtaParams) -> _Profile:
-    """Location and spread of a group in log space, recent samples weighted more (speeds drift)."""
-    z90 = _N.inv_cdf(0.9)
+    """Location, spread and stall tail of a group in log space, recent samples weighted more."""
     if h.recent:
         n = len(h.recent)
         pairs = sorted(
@@ -350,17 +364,28 @@ def _profile(h: StepHistory, params: EtaParams) -> _Profile:
         )
         total = sum(w for _, w in pairs)
         n_eff = total**2 / sum(w * w for _, w in pairs)
-        q10, q50, q90 = (_weighted_quantile(pairs, total, q) for q in (0.1, 0.5, 0.9))
-        sigma = (q90 - q10) / (2 * z90)
-        mu = q50
+        q10, mu, q90 = (_weighted_quantile(pairs, total, q) for q in (0.1, 0.5, 0.9))
+        sigma = (q90 - q10) / (2 * _Z90)
+        # The tail: samples far beyond the bulk's spread (stalls), counted and measured separately.
+        cut = mu + max(2.5 * sigma, math.log(2))
+        tail = [(x - mu, w) for x, w in pairs if x > cut]
+        tail_w = sum(w for _, w in tail)
+        seen = tail_w / total * n_eff
+        shift = sum(d * w for d, w in tail) / tail_w if tail_w else 0.0
+        spread = sum((d - shift) ** 2 * w for d, w in tail) / tail_w if tail_w else 0.0
     else:
         n_eff = float(h.count)
         mu = math.log(max(h.median_ms, 1.0))
-        sigma = math.log(max(h.p90_ms, h.median_ms, 1.0) / max(h.median_ms, 1.0)) / z90
-    # Few samples say little about the spread: shrink it towards the default.
+        sigma = math.log(max(h.p90_ms, h.median_ms, 1.0) / max(h.median_ms, 1.0)) / _Z90
+        seen = shift = spread = 0.0
+    n_eff_tail = n_eff if h.recent else 0.0
+    # Few samples say little about the spread or the tail: shrink both towards the defaults.
     k = 3.0
-    sigma2 = (n_eff * sigma**2 + k * params.default_sigma**2) / (n_eff + k)
-    return _Profile(mu, max(sigma2, params.min_sigma**2), max(n_eff, 1.0))
+    var = (n_eff * sigma**2 + k * params.default_sigma**2) / (n_eff + k)
+    tail_p = (seen + params.tail_prior * params.tail_weight) / (n_eff_tail + params.tail_weight)
+    tail_shift = (seen * shift + k * params.tail_prior_shift) / (seen + k)
+    tail_var = max((seen * spread + k * 0.3**2) / (seen + k), 0.05**2)
+    return _Profile(mu, max(var, params.min_sigma**2), max(n_eff, 1.0), tail_p, tail_shift, tail_var)
 
 
 def _weighted_quantile(pairs: list[tuple[float, float]], total: float, q: float) -> float:
@@ -373,31 +398,34 @@ def _weighted_quantile(pairs: list[tuple[float, float]], total: float, q: float)
     return pairs[-1][0]
 
 
+def _pdf(x: float, m: float, v: float) -> float:
+    return math.exp(-((x - m) ** 2) / (2 * v)) / math.sqrt(2 * math.pi * v)
+
+
 # ---- the task's speed: a two-latent Gaussian ----------------------------------------------------------
 
 
 class _Latent:
-    """Posterior of (s, g): the task's log speed and the fixed prior's unknown log scale."""
+    """Posterior of (s, g): the task's log speed, and the shared error of the references (unit prior)."""
 
-    def __init__(self, tau2: float, g2: float) -> None:
+    def __init__(self, tau2: float) -> None:
         # Information form: precision matrix [[a, b], [b, d]] and vector (u, w).
-        self.a, self.b, self.d = 1 / tau2 if tau2 > 0 else 1e9, 0.0, 1 / g2
+        self.a, self.b, self.d = 1 / max(tau2, 1e-6), 0.0, 1.0
         self.u = self.w = 0.0
 
     def copy(self) -> _Latent:
-        other = _Latent(1.0, 1.0)
+        other = _Latent(1.0)
         other.a, other.b, other.d, other.u, other.w = self.a, self.b, self.d, self.u, self.w
         return other
 
-    def observe(self, shared: bool, y: float, var: float) -> None:
-        """One step's log(duration / reference) = s (+ g when it rests on the prior) + noise of `var`."""
+    def observe(self, load: float, y: float, var: float) -> None:
+        """One step's log(duration / reference) = s + load * g + noise of `var`."""
         var = max(var, 1e-6)
         self.a += 1 / var
+        self.b += load / var
+        self.d += load * load / var
         self.u += y / var
-        if shared:
-            self.b += 1 / var
-            self.d += 1 / var
-            self.w += y / var
+        self.w += load * y / var
 
     @property
     def cov(self) -> tuple[float, float, float]:
@@ -409,23 +437,29 @@ class _Latent:
         css, csg, cgg = self.cov
         return css * self.u + csg * self.w, csg * self.u + cgg * self.w
 
-    def share(self, shared: bool) -> float:
-        """Variance of the latent part of a step's log duration (what its steps have in common)."""
-        css, csg, cgg = self.cov
-        return css + 2 * csg + cgg if shared else css
-
-    def predict(self, mu: float, shared: bool, noise: float) -> tuple[float, float]:
-        """Predictive log-normal parameters of a step's duration."""
+    def predict(self, mu: float, load: float, noise: float) -> tuple[float, float]:
+        """Predictive log-normal parameters of a step's duration (stalls left out)."""
         ms, mg = self.mean
-        return mu + ms + (mg if shared else 0.0), noise + self.share(shared)
+        css, csg, cgg = self.cov
+        return mu + ms + load * mg, noise + css + 2 * load * csg + load * load * cgg
+
+    def draw(self, rng: random.Random) -> tuple[float, float]:
+        ms, mg = self.mean
+        css, csg, cgg = self.cov
+        l11 = math.sqrt(max(css, 0.0))
+        l21 = csg / l11 if l11 > 0 else 0.0
+        l22 = math.sqrt(max(cgg - l21 * l21, 0.0))
+        z1, z2 = rng.gauss(0, 1), rng.gauss(0, 1)
+        return ms + l11 * z1, mg + l21 * z1 + l22 * z2
+
+
+# ---- the running steps: truncated at what has elapsed --------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Truncated:
     """Moments of a log-normal duration given that it is longer than what has already elapsed."""
 
-    mean: float
-    var: float
     log_mean: float
     log_var: float
 
@@ -438,20 +472,13 @@ def _log_q(x: float) -> float:
 
 
 def _truncated(m: float, v: float, lower: float) -> _Truncated:
-    sd = math.sqrt(max(v, 1e-12))
     if lower == -math.inf:
-        mean = math.exp(m + v / 2)
-        return _Truncated(mean, mean * mean * math.expm1(v), m, v)
+        return _Truncated(m, v)
+    sd = math.sqrt(max(v, 1e-12))
     a = (lower - m) / sd
-    lq = _log_q(a)
-    hazard = math.exp(-a * a / 2 - _LOG_SQRT_2PI - lq)  # phi(a) / Q(a)
-    log_mean = m + sd * hazard
+    hazard = math.exp(-a * a / 2 - _LOG_SQRT_2PI - _log_q(a))  # phi(a) / Q(a)
     log_var = v * max(1 + a * hazard - hazard * hazard, 1e-4)
-    mean = math.exp(m + v / 2 + _log_q(a - sd) - lq)
-    second = math.exp(2 * m + 2 * v + _log_q(a - 2 * sd) - lq)
-    floor = math.exp(lower)
-    mean = max(mean, floor)
-    return _Truncated(mean, max(second - mean * mean, 0.0), max(log_mean, lower), log_var)
+    return _Truncated(max(m + sd * hazard, lower), log_var)
 
 
 def _site(m0: float, v0: float, m1: float, v1: float) -> tuple[float, float] | None:
@@ -462,34 +489,85 @@ def _site(m0: float, v0: float, m1: float, v1: float) -> tuple[float, float] | N
     return (m1 / v1 - m0 / v0) / precision, 1 / precision
 
 
-class _Sum:
-    """Moments of the remaining time: steps predicted from the same latent speed are correlated."""
+@dataclass(frozen=True)
+class _Running:
+    """A running step's duration: a bulk and a stall component, each truncated at the elapsed work."""
 
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.var = 0.0
-        self._correlated: list[tuple[float, float, bool]] = []  # (mean, variance of the log, shared)
+    elapsed: float
+    lower: float  # log of elapsed, -inf when nothing has elapsed
+    components: tuple[tuple[float, float, float], ...]  # (weight, log mean, log variance)
 
-    def add_independent(self, mean: float, var: float) -> None:
-        self.mean += mean
-        self.var += var
+    @property
+    def bulk_weight(self) -> float:
+        return self.components[0][0]
 
-    def add_correlated(self, m: float, v: float, shared: bool) -> None:
-        self._correlated.append((math.exp(m + v / 2), v, shared))
+    @classmethod
+    def given(cls, m: float, v: float, ref: _Ref, elapsed: float) -> _Running:
+        lower = math.log(elapsed) if elapsed > 0 else -math.inf
+        parts = [(1 - ref.tail_p, m, v), (ref.tail_p, m + ref.tail_shift, v + ref.tail_var)]
+        logs = [
+            math.log(max(w, 1e-300)) + (_log_q((lower - mm) / math.sqrt(vv)) if elapsed > 0 else 0.0)
+            for w, mm, vv in parts
+        ]
+        top = max(logs)
+        weights = [math.exp(x - top) for x in logs]
+        total = sum(weights)
+        return cls(
+            elapsed,
+            lower,
+            tuple((w / total, mm, vv) for w, (_, mm, vv) in zip(weights, parts, strict=True)),
+        )
 
-    def quantiles(self, latent: _Latent, coverage: float) -> tuple[float, float, float]:
-        """Median and central interval of a log-normal with the sum's mean and variance."""
-        css, csg, cgg = latent.cov
-        mean, var = self.mean, self.var
-        for i, (ei, vi, si) in enumerate(self._correlated):
-            mean += ei
-            var += ei * ei * math.expm1(vi)
-            for ej, _, sj in self._correlated[i + 1 :]:
-                cov_log = css + (csg if si else 0.0) + (csg if sj else 0.0) + (cgg if si and sj else 0.0)
-                var += 2 * ei * ej * math.expm1(cov_log)
-        if mean <= 0:
-            return 0.0, 0.0, 0.0
-        s2 = math.log1p(max(var, 0.0) / (mean * mean))
-        mu = math.log(mean) - s2 / 2
-        z = _N.inv_cdf(0.5 + coverage / 2) * math.sqrt(s2)
-        return math.exp(mu - z), math.exp(mu), math.exp(mu + z)
+    def draw(self, rng: random.Random) -> float:
+        """One draw of the work this step still needs."""
+        weight, m, v = self.components[0]
+        if rng.random() >= weight:
+            _, m, v = self.components[1]
+        sd = math.sqrt(v)
+        a = (self.lower - m) / sd if self.lower > -math.inf else -math.inf
+        return max(math.exp(m + sd * _draw_above(rng, a)) - self.elapsed, 0.0)
+
+
+def _draw_above(rng: random.Random, a: float) -> float:
+    """A standard normal draw conditioned on being above a."""
+    if a == -math.inf:
+        return rng.gauss(0, 1)
+    if a > 5:  # far in the tail the excess over a is close to exponential with rate a
+        return a + rng.expovariate(a)
+    low = _N.cdf(a)
+    u = low + (1 - low) * rng.random()
+    return _N.inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    mu: float
+    load: float
+    sd: float
+    tail_p: float
+    tail_shift: float
+    tail_var: float
+
+
+def _simulate(
+    latent: _Latent, running: list[_Running], pending: list[_Pending], params: EtaParams
+) -> tuple[float, float, float]:
+    """Low, median and high of the remaining work: Monte Carlo over the speed, the noise and stalls."""
+    rng = random.Random(20240115)  # fixed: an estimate is a pure function of its inputs
+    totals = []
+    for _ in range(params.draws):
+        s, g = latent.draw(rng)
+        total = sum(step.draw(rng) for step in running)
+        for p in pending:
+            x = p.mu + s + p.load * g + p.sd * rng.gauss(0, 1)
+            if rng.random() < p.tail_p:
+                x += p.tail_shift + math.sqrt(p.tail_var) * rng.gauss(0, 1)
+            total += math.exp(x)
+        totals.append(total)
+    totals.sort()
+    lo = (1 - params.coverage) / 2
+
+    def at(q: float) -> float:
+        return totals[min(len(totals) - 1, max(0, round(q * (len(totals) - 1))))]
+
+    return at(lo), at(0.5), at(1 - lo)

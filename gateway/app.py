@@ -9,17 +9,24 @@ from collections.abc import AsyncIterator
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.problems import Problem, handle_exception, problem_response
+from gateway.auth import Auth, AuthError
+from gateway.middleware import AuthMiddleware, SecurityHeaders
+from gateway.problems import EXPECTED_ERRORS, Problem, handle_exception, problem_response
 from gateway.routes import ROUTES
 from gateway.ws import WS_ROUTES
 from infra.demo import DemoWorker
+from infra.natscmd import NatsCommands
+from infra.relay import Relay
 from infra.runtime import Runtime
 from infra.settings import Settings
 from infra.streams import Streams
 from infra.tail import LogTail
+from infra.tokens import TokenStore
+from infra.wakeup import WakeListener
 
 log = structlog.get_logger(__name__)
 
@@ -33,12 +40,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(problem, request.url.path)
 
 
-def create_app(settings: Settings, *, demo: bool = False, project: bool = True) -> Starlette:
+def create_app(
+    settings: Settings, *, demo: bool = False, project: bool = True, relay: bool = True
+) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await asyncio.to_thread(Runtime, settings, project=project)
+        try:
+            app.state.auth = Auth(settings, await asyncio.to_thread(TokenStore, settings))
+        except AuthError as exc:
+            log.error("auth_refused", detail=str(exc))
+            await asyncio.to_thread(runtime.close)
+            raise
         runtime.start()
         tail = LogTail(runtime.app)
         tail.start(asyncio.get_running_loop())
@@ -48,6 +63,16 @@ def create_app(settings: Settings, *, demo: bool = False, project: bool = True) 
         app.state.streams = Streams(runtime, tail)
         app.state.ws_ping_interval = settings.ws_ping_interval
         app.state.ws_idle_timeout = settings.ws_idle_timeout
+        nats_parts: list[Relay | NatsCommands | WakeListener] = []
+        if settings.nats_url:
+            if relay:
+                publisher = Relay(runtime.app, settings)
+                runtime.service.on_saved(publisher.wake)
+                nats_parts.append(publisher)
+            nats_parts.append(NatsCommands(runtime.service, settings, settle=runtime.settle))
+            nats_parts.append(WakeListener(settings.nats_url, tail.wake))
+            for part in nats_parts:
+                await part.start()
         demo_task: asyncio.Task[None] | None = None
         if demo:
             worker = DemoWorker(runtime.service, settings.local_owner, settings.demo_step_seconds)
@@ -68,11 +93,18 @@ def create_app(settings: Settings, *, demo: bool = False, project: bool = True) 
                 demo_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await demo_task
+            for part in reversed(nats_parts):
+                await part.stop()
             await asyncio.to_thread(tail.stop)
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
         routes=[*ROUTES, *WS_ROUTES],
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: handle_exception},
+        middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
+        exception_handlers={
+            HTTPException: _http_error,
+            **{kind: handle_exception for kind in EXPECTED_ERRORS},
+            Exception: handle_exception,  # the rest are bugs: a 500 problem, and the traceback logged
+        },
     )

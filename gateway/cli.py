@@ -21,6 +21,7 @@ from infra.projector import Projection, Projector
 from infra.readside import BadCursor, parse_at
 from infra.settings import Settings
 from infra.store import TaskNotFound, open_store
+from infra.tokens import Role, TokenStore
 from infra.views import open_view
 
 cli = typer.Typer(
@@ -47,10 +48,13 @@ def serve(
     projections: bool = typer.Option(
         True, "--projections/--no-projections", help="Run the read-model projections inside this process."
     ),
+    relay: bool = typer.Option(
+        True, "--relay/--no-relay", help="Publish the log to NATS JetStream (when PROGRESSD_NATS_URL is set)."
+    ),
 ) -> None:
     """Serve the HTTP and WebSocket API."""
     settings = Settings.from_env().with_overrides(host=host, port=port)
-    app = create_app(settings, demo=demo, project=projections)
+    app = create_app(settings, demo=demo, project=projections, relay=relay)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
 
 
@@ -60,7 +64,7 @@ def demo(
     port: int | None = typer.Option(None, help="Port to bind."),
 ) -> None:
     """Serve with the demo task (same as `serve --demo`)."""
-    serve(host=host, port=port, demo=True, projections=True)
+    serve(host=host, port=port, demo=True, projections=True, relay=True)
 
 
 @cli.command()
@@ -218,6 +222,44 @@ def status() -> None:
         table.add_row(model.name, str(position), str(behind), "-" if seconds is None else f"{seconds:.1f}")
     app.close()
     console.print(table)
+
+
+token_cli = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+cli.add_typer(token_cli, name="token")
+
+
+@token_cli.command("create")
+def token_create(
+    role: Role = typer.Option(..., help="worker (reports progress), owner (watches and controls), admin."),
+    owner: str = typer.Option(..., help="The owner whose tasks this token sees and touches."),
+    label: str | None = typer.Option(None, help="A note to recognise the token by."),
+) -> None:
+    """Create a token. It is printed once; only its hash is stored."""
+    store = TokenStore(Settings.from_env())
+    token_id, token = store.create(role, owner, label)
+    err.print(f"created {role} token {token_id} for owner {owner!r}; it is shown only now:")
+    console.print(token, markup=False, highlight=False)
+
+
+@token_cli.command("list")
+def token_list() -> None:
+    """List tokens (never the tokens themselves)."""
+    table = Table(title="API tokens")
+    for column in ("id", "role", "owner", "label", "created", "revoked"):
+        table.add_column(column)
+    for row in TokenStore(Settings.from_env()).list():
+        table.add_row(
+            *(str(row[k] or "") for k in ("id", "role", "owner", "label", "created_at", "revoked_at"))
+        )
+    console.print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The id shown by `token list`.")) -> None:
+    """Revoke a token; servers stop accepting it within seconds."""
+    if not TokenStore(Settings.from_env()).revoke(token_id):
+        raise fail(f"no active token {token_id}", 1)
+    console.print(f"revoked {token_id}")
 
 
 def main() -> None:

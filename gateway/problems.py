@@ -95,5 +95,17 @@ def to_problem(exc: Exception) -> Problem:
     return Problem(500, "internal", "internal error")
 
 
+# Errors that are answers, not failures: handled without a traceback in the logs.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    Problem,
+    DomainError,
+    TaskNotFound,
+    VersionMismatch,
+    StoreUnavailable,
+    BadCursor,
+    msgspec.DecodeError,
+)
+
+
 async def handle_exception(request: Request, exc: Exception) -> Response:
     return problem_response(to_problem(exc), request.url.path)

@@ -12,11 +12,13 @@ from starlette.routing import Route
 
 from domain.task import StepPlan
 from gateway import wire
+from gateway.auth import Auth
 from gateway.body import decode, idempotency_key, if_match
 from gateway.problems import Problem
 from infra.readside import BadCursor, parse_at
 from infra.runtime import Runtime
 from infra.service import NewTask, Outcome
+from infra.tokens import Principal
 
 _encode = msgspec.json.Encoder().encode
 
@@ -30,9 +32,28 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def caller(request: Request) -> str:
-    """The owner the request acts for; the local owner until tokens are configured."""
-    return runtime(request).settings.local_owner
+async def who(request: Request) -> Principal:
+    """The authenticated caller (a 401 problem when the token is missing or wrong)."""
+    found: Principal | None = getattr(request.state, "principal", None)
+    if found is None:
+        auth: Auth = request.app.state.auth
+        found = request.state.principal = await auth.request(request)
+    return found
+
+
+async def caller(request: Request) -> str | None:
+    """The owner whose tasks the caller may see; None for admins (and the local mode)."""
+    return (await who(request)).scope
+
+
+async def commanding(request: Request, command: str) -> Principal:
+    """The caller, checked for this command and its rate limit."""
+    principal = await who(request)
+    if not principal.may(command):
+        raise Problem(403, "forbidden", f"a {principal.role} token may not {command}")
+    auth: Auth = request.app.state.auth
+    auth.limit(principal, request.client.host if request.client else "?")
+    return principal
 
 
 def task_id(request: Request) -> UUID:
@@ -86,13 +107,16 @@ async def create_task(request: Request) -> Response:
         tables=tables,
         complexity=complexity,
     )
-    outcome = await runtime(request).service.create(caller(request), new, idempotency_key(request))
+    principal = await commanding(request, "create")
+    owner = principal.owner or runtime(request).settings.local_owner
+    outcome = await runtime(request).service.create(owner, new, idempotency_key(request))
     return await answer(request, outcome)
 
 
 async def _command(request: Request, name: str, args: dict[str, Any]) -> Response:
+    scope = (await commanding(request, name)).scope
     outcome = await runtime(request).service.command(
-        task_id(request), caller(request), name, args, idempotency_key(request), if_match(request)
+        task_id(request), scope, name, args, idempotency_key(request), if_match(request)
     )
     return await answer(request, outcome)
 
@@ -120,9 +144,8 @@ async def task_command(request: Request) -> Response:
         raise Problem(404, "unknown-command", f"no task command {action!r}")
     body = await decode(request, wire.DECODERS[kind])
     if action == "restart":
-        outcome = await runtime(request).service.restart(
-            task_id(request), caller(request), idempotency_key(request)
-        )
+        scope = (await commanding(request, "restart")).scope
+        outcome = await runtime(request).service.restart(task_id(request), scope, idempotency_key(request))
         return await answer(request, outcome)
     return await _command(request, action, msgspec.structs.asdict(body))
 
@@ -135,7 +158,7 @@ async def post_log(request: Request) -> Response:
 async def get_progress(request: Request) -> Response:
     rt = runtime(request)
     tid = task_id(request)
-    owner = caller(request)
+    owner = await caller(request)
     if "position" in request.query_params or "at" in request.query_params:
         position = int_param(request, "position", 2**62, 0, 2**62)
         raw_at = request.query_params.get("at")
@@ -169,7 +192,8 @@ async def list_tasks(request: Request) -> Response:
     limit = int_param(request, "limit", 50, 1, 500)
     status = request.query_params.get("status")
     before = request.query_params.get("before")
-    page, cursor = await rt.service.read(lambda: rt.read.list_tasks(caller(request), limit, before, status))
+    owner = await caller(request)
+    page, cursor = await rt.service.read(lambda: rt.read.list_tasks(owner, limit, before, status))
     return json_response({"tasks": page, "next": cursor})
 
 
@@ -178,7 +202,7 @@ async def get_events(request: Request) -> Response:
     tid = task_id(request)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 1000, 1, 10_000)
-    owner = caller(request)
+    owner = await caller(request)
 
     def load() -> list[dict[str, Any]]:
         rt.service.view_sync(tid, owner)  # ownership check: 404 for someone else's task
@@ -190,7 +214,7 @@ async def get_events(request: Request) -> Response:
 async def get_history(request: Request) -> Response:
     rt = runtime(request)
     tid = task_id(request)
-    owner = caller(request)
+    owner = await caller(request)
     if await rt.service.read(lambda: rt.read.progress(tid, owner)) is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
     return json_response({"task_id": str(tid), **await rt.service.read(lambda: rt.read.history(tid))})
@@ -199,7 +223,7 @@ async def get_history(request: Request) -> Response:
 async def get_logs(request: Request) -> Response:
     rt = runtime(request)
     tid = task_id(request)
-    owner = caller(request)
+    owner = await caller(request)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 200, 1, 5000)
     level = request.query_params.get("level")

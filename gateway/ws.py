@@ -13,11 +13,13 @@ from msgspec import Meta, Struct
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway.problems import to_problem
+from gateway.auth import Auth
+from gateway.problems import Problem, to_problem
 from infra.runtime import Runtime
 from infra.service import Outcome
 from infra.store import TaskNotFound
 from infra.streams import Cursor, Streams
+from infra.tokens import Principal
 
 MAX_FRAME = 64 * 1024
 MAX_ERRORS = 20
@@ -28,8 +30,12 @@ CLOSE_INTERNAL = 1011
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
+CLOSE_TOO_MANY = 4429
+AUTH_SECONDS = 5.0
 
 # ---- client → server frames --------------------------------------------------------------------------------
 
@@ -43,6 +49,10 @@ class ClientFrame(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=
 
 class Ping(ClientFrame, tag="ping"):
     pass
+
+
+class Authenticate(ClientFrame, tag="auth"):
+    token: Annotated[str, Meta(min_length=1, max_length=500)]
 
 
 class Pong(ClientFrame, tag="pong"):
@@ -71,7 +81,7 @@ class Reject(ClientFrame, tag="reject"):
     comment: Annotated[str, Meta(max_length=10_000)] | None = None
 
 
-Frame = Ping | Pong | Pause | Resume | Cancel | Approve | Reject
+Frame = Ping | Pong | Authenticate | Pause | Resume | Cancel | Approve | Reject
 frame_decoder: msgspec.json.Decoder[Frame] = msgspec.json.Decoder(Frame)
 
 # ---- server → client control frames ------------------------------------------------------------------------
@@ -122,7 +132,9 @@ class Connection:
         self.ws = ws
         self.task_id = task_id
         self.runtime, self.streams = _settings(ws)
-        self.owner = self.runtime.settings.local_owner
+        self.auth: Auth = ws.app.state.auth
+        self.principal: Principal | None = None
+        self.owner: str | None = None
         self.last_heard = time.monotonic()
         self.errors = 0
         self.send_lock = asyncio.Lock()
@@ -138,15 +150,56 @@ class Connection:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await self.ws.close(code, reason[:120])
 
+    async def refuse(self, code: int, slug: str, status: int, detail: str) -> None:
+        if self.ws.application_state is WebSocketState.CONNECTING:
+            await self.ws.accept()
+        await self.send(encode(Error(id=None, code=slug, status=status, detail=detail)))
+        await self.close(code, detail)
+
+    async def authenticate(self) -> Principal | None:
+        """Token from the Authorization header, or from a first `auth` frame within a few seconds."""
+        if "authorization" in self.ws.headers or self.auth.local:
+            return await self.auth.request(self.ws)
+        await self.ws.accept()
+        try:
+            raw = await asyncio.wait_for(self.ws.receive_text(), AUTH_SECONDS)
+            frame = frame_decoder.decode(raw)
+        except (TimeoutError, msgspec.DecodeError, KeyError):
+            return None
+        if not isinstance(frame, Authenticate):
+            return None
+        return await self.auth.resolve(frame.token)
+
     async def run(self) -> None:
+        if not self.auth.origin_allowed(self.ws):
+            await self.refuse(CLOSE_FORBIDDEN, "forbidden-origin", 403, "this Origin may not open a stream")
+            return
         try:
             after = _cursor(self.ws)
         except ValueError as exc:
-            await self.ws.accept()
-            await self.send(encode(Error(id=None, code="bad-cursor", status=400, detail=str(exc))))
-            await self.close(CLOSE_BAD_REQUEST, "bad cursor")
+            await self.refuse(CLOSE_BAD_REQUEST, "bad-cursor", 400, str(exc))
             return
-        await self.ws.accept()
+        try:
+            self.principal = await self.authenticate()
+        except Problem:
+            self.principal = None
+        if self.principal is None:
+            await self.refuse(CLOSE_UNAUTHORIZED, "unauthorized", 401, "a valid API token is required")
+            return
+        self.owner = self.principal.scope
+        key = self.principal.token_id or "local"
+        if self.auth.sockets.get(key, 0) >= self.runtime.settings.ws_per_token:
+            await self.refuse(CLOSE_TOO_MANY, "too-many-streams", 429, "too many open streams for this token")
+            return
+        self.auth.sockets[key] = self.auth.sockets.get(key, 0) + 1
+        try:
+            await self.serve(after)
+        finally:
+            self.auth.sockets[key] -= 1
+
+    async def serve(self, after: Cursor | None) -> None:
+        if self.ws.application_state is WebSocketState.CONNECTING:
+            await self.ws.accept()
         tasks = [
             asyncio.create_task(self.sender(after), name="ws-sender"),
             asyncio.create_task(self.receiver(), name="ws-receiver"),
@@ -218,7 +271,7 @@ class Connection:
             match frame:
                 case Ping():
                     await self.send(encode(ServerPong(id=frame.id)))
-                case Pong():
+                case Pong() | Authenticate():
                     pass
                 case _:
                     await self.command(frame)
@@ -237,6 +290,9 @@ class Connection:
 
     async def command(self, frame: Frame) -> None:
         name = type(frame).__name__.lower()
+        assert self.principal is not None
+        if not self.principal.may(name):
+            raise Problem(403, "forbidden", f"a {self.principal.role} token may not {name}")
         target = self.task_id
         if frame.task_id is not None:
             try:

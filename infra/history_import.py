@@ -101,7 +101,9 @@ def parse_traces(rows: Iterable[dict[str, str]], source: str = "traces") -> list
 
 def trace_task(trace: Trace, owner: str, task_id: UUID | None = None) -> Task:
     """The completed Task a recorded run stands for, every event at its recorded instant."""
-    plans = [StepPlan(s.name, substeps=tuple(f"part {k}" for k in range(1, s.substeps + 1))) for s in trace.steps]
+    plans = [
+        StepPlan(s.name, substeps=tuple(f"part {k}" for k in range(1, s.substeps + 1))) for s in trace.steps
+    ]
     task = Task.plan(
         f"imported {trace.task_id}",
         owner,

@@ -326,7 +326,7 @@ class Relay:
         while not self._stopping.is_set():
             try:
                 if not nc.is_connected:
-                    raise nats.errors.ConnectionClosedError if nc.is_closed else _Disconnected()
+                    raise nats.errors.ConnectionClosedError if nc.is_closed else _Disconnected("reconnecting")
                 if not stream_ready:
                     await self._ensure_stream(js)
                     stream_ready = True

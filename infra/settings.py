@@ -24,6 +24,9 @@ class Settings:
     demo_step_seconds: float = 6.0
     ws_ping_interval: float = 20.0
     ws_idle_timeout: float = 60.0
+    rate_limit: float = 200.0
+    ws_per_token: int = 100
+    allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"
 
     @classmethod
@@ -49,6 +52,11 @@ class Settings:
                 demo_step_seconds=float(get("DEMO_STEP_SECONDS") or defaults.demo_step_seconds),
                 ws_ping_interval=float(get("WS_PING_INTERVAL") or defaults.ws_ping_interval),
                 ws_idle_timeout=float(get("WS_IDLE_TIMEOUT") or defaults.ws_idle_timeout),
+                rate_limit=float(get("RATE_LIMIT") or defaults.rate_limit),
+                ws_per_token=int(get("WS_PER_TOKEN") or defaults.ws_per_token),
+                allowed_origins=tuple(
+                    o.strip() for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip()
+                ),
                 log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
             )
         except ValueError as exc:

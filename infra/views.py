@@ -172,13 +172,20 @@ class PostgresViewRecorder(_ViewMixin, PostgresTrackingRecorder):
         return self.tracking_table_name
 
 
-def open_view(settings: Settings, model: ReadModel) -> ViewRecorder:
-    """Open (and create if needed) one read model's recorder on the configured backend."""
+def open_datastore(settings: Settings, name: str, pool_size: int = 2) -> SQLiteDatastore | PostgresDatastore:
+    """A datastore (connections) on the configured backend, for read models and small service tables."""
     env = settings.store_env()
     if settings.uses_postgres:
-        env["POSTGRES_POOL_SIZE"] = "2"
-    factory = InfrastructureFactory.construct(Environment(name=model.name, env=env))
+        env["POSTGRES_POOL_SIZE"] = str(pool_size)
+    factory = InfrastructureFactory.construct(Environment(name=name, env=env))
     datastore = getattr(factory, "datastore")  # noqa: B009 - both backends' factories have one
+    assert isinstance(datastore, SQLiteDatastore | PostgresDatastore)
+    return datastore
+
+
+def open_view(settings: Settings, model: ReadModel) -> ViewRecorder:
+    """Open (and create if needed) one read model's recorder on the configured backend."""
+    datastore = open_datastore(settings, model.name)
     recorder: ViewRecorder
     if isinstance(datastore, PostgresDatastore):
         recorder = PostgresViewRecorder(datastore, model)
@@ -186,3 +193,29 @@ def open_view(settings: Settings, model: ReadModel) -> ViewRecorder:
         recorder = SQLiteViewRecorder(datastore, model)
     recorder.create_table()
     return recorder
+
+
+class SqlDb:
+    """Plain SQL with :named parameters on either backend, for tables that are not read models."""
+
+    def __init__(self, settings: Settings, name: str, schema: list[Table]) -> None:
+        self.datastore = open_datastore(settings, name, pool_size=1)
+        self.dialect = "postgres" if isinstance(self.datastore, PostgresDatastore) else "sqlite"
+        for table in schema:
+            for statement in ddl(table, self.dialect):
+                self.execute(statement)
+
+    def _sql(self, sql: str) -> Any:
+        return SQL(_PARAM.sub(r"%(\1)s", sql)) if self.dialect == "postgres" else sql
+
+    def execute(self, sql: str, params: Row | None = None) -> int:
+        """Run a statement in its own transaction; return the number of rows it changed."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(self._sql(sql), params or {})
+            raw: Any = getattr(c, "sqlite_cursor", c)  # eventsourcing's SQLite cursor wraps sqlite3's
+            return int(raw.rowcount)
+
+    def query(self, sql: str, params: Row | None = None) -> list[Row]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._sql(sql), params or {})
+            return [dict(r) for r in c.fetchall()]

@@ -254,7 +254,6 @@ def test_nats_outage_mid_task_loses_and_doubles_nothing(tmp_path: Path, local_na
                 head = env.app.head()
                 assert await relay.wait_for(head, 15), f"relay at {relay.position} of {head}"
             events = [e["event"] for e in logs]
-            print([(e["event"], e.get("error")) for e in logs], relay.published, relay.duplicates)
             assert "nats_error" not in events, events
             assert events.count("relay_stalled") == 1, events
             assert events.count("nats_unavailable") == 1, events

@@ -1,0 +1,211 @@
+"""Tenancy: two owners cannot see or touch each other's tasks by any route; roles, 401s, limits, origins."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from gateway.app import create_app
+from gateway.auth import AuthError
+from gateway.routes import ROUTES
+from infra.settings import Settings
+from infra.tokens import Role, TokenStore
+
+PLAN = {
+    "title": "Alice's CRM",
+    "steps": [{"name": "a", "substeps": ["x"]}, {"name": "b", "requires_approval": True}],
+}
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    store = TokenStore(Settings(data_dir=tmp_path))
+    made = {
+        "alice": store.create(Role.OWNER, "alice")[1],
+        "alice_worker": store.create(Role.WORKER, "alice")[1],
+        "bob": store.create(Role.OWNER, "bob")[1],
+        "admin": store.create(Role.ADMIN, "ops")[1],
+    }
+    store.db.datastore.close()
+    return made
+
+
+@pytest.fixture
+def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def alice_task(client: TestClient, tokens: dict[str, str]) -> str:
+    response = client.post("/api/tasks", json=PLAN, headers=bearer(tokens["alice_worker"]))
+    assert response.status_code == 201, response.text
+    tid: str = response.json()["task_id"]
+    assert response.json()["owner"] == "alice"
+    return tid
+
+
+def concrete(path: str, tid: str) -> str:
+    return re.sub(r"\{order(:int)?\}|\{n(:int)?\}", "1", path.replace("{task_id}", tid)).replace(
+        "{action}", "pause"
+    )
+
+
+def task_routes() -> list[tuple[str, str]]:
+    out = []
+    for route in ROUTES:
+        assert isinstance(route, Route)
+        if "{task_id}" in route.path:
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    out.append((method, route.path))
+    return out
+
+
+@pytest.mark.parametrize(("method", "path"), task_routes())
+def test_another_owners_task_is_404_on_every_route(
+    client: TestClient, tokens: dict[str, str], method: str, path: str
+) -> None:
+    tid = alice_task(client, tokens)
+    before = client.get(f"/api/tasks/{tid}/events", headers=bearer(tokens["alice"])).json()["events"]
+    body: Any = {"message": "hi"} if path.endswith("/logs") and method == "POST" else None
+    response = client.request(method, concrete(path, tid), json=body, headers=bearer(tokens["bob"]))
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    after = client.get(f"/api/tasks/{tid}/events", headers=bearer(tokens["alice"])).json()["events"]
+    assert after == before
+    # the owner and an admin do see it
+    for who in ("alice", "admin"):
+        assert client.get(f"/api/tasks/{tid}/progress", headers=bearer(tokens[who])).status_code == 200
+
+
+def test_lists_are_scoped_to_the_owner(client: TestClient, tokens: dict[str, str]) -> None:
+    tid = alice_task(client, tokens)
+    bobs = client.post(
+        "/api/tasks", json={"title": "Bob's", "steps": [{"name": "a"}]}, headers=bearer(tokens["bob"])
+    )
+    assert [
+        t["task_id"] for t in client.get("/api/tasks", headers=bearer(tokens["alice"])).json()["tasks"]
+    ] == [tid]
+    assert [
+        t["task_id"] for t in client.get("/api/tasks", headers=bearer(tokens["bob"])).json()["tasks"]
+    ] == [bobs.json()["task_id"]]
+    assert len(client.get("/api/tasks", headers=bearer(tokens["admin"])).json()["tasks"]) == 2
+
+
+def test_missing_or_bad_tokens_get_401_before_anything_else(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    for headers in ({}, bearer("pd_nope"), {"Authorization": "Basic abc"}):
+        response = client.post("/api/tasks", content=b"{broken", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["type"] == "/problems/unauthorized"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_workers_report_but_people_approve(client: TestClient, tokens: dict[str, str]) -> None:
+    tid = alice_task(client, tokens)
+    worker = bearer(tokens["alice_worker"])
+    for path in ("steps/1/start", "steps/1/complete", "steps/2/start"):
+        assert client.post(f"/api/tasks/{tid}/{path}", headers=worker).status_code == 200
+    refused = client.post(f"/api/tasks/{tid}/steps/2/approve", headers=worker)
+    assert refused.status_code == 403 and refused.json()["type"] == "/problems/forbidden"
+    approved = client.post(f"/api/tasks/{tid}/steps/2/approve", headers=bearer(tokens["alice"]))
+    assert approved.status_code == 200 and approved.json()["steps"][1]["status"] == "running"
+
+
+def test_revoked_tokens_stop_working(tmp_path: Path, tokens: dict[str, str]) -> None:
+    store = TokenStore(Settings(data_dir=tmp_path))
+    token_id, token = store.create(Role.OWNER, "carol")
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
+    assert store.revoke(token_id)
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        assert c.get("/api/tasks", headers=bearer(token)).status_code == 401
+
+
+def test_commands_are_rate_limited_per_token(tmp_path: Path, tokens: dict[str, str]) -> None:
+    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+        limited_run(client, tokens)
+
+
+def limited_run(client: TestClient, tokens: dict[str, str]) -> None:
+    tid = alice_task(client, tokens)
+    statuses = [
+        client.post(
+            f"/api/tasks/{tid}/logs", json={"message": f"line {i}"}, headers=bearer(tokens["alice_worker"])
+        )
+        for i in range(150)
+    ]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited, "no request was limited"
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert limited[0].json()["type"] == "/problems/rate-limited"
+    # another token is not affected
+    assert client.post(f"/api/tasks/{tid}/pause", headers=bearer(tokens["alice"])).status_code == 409
+
+
+def test_websockets_need_a_token_and_see_only_their_owner(client: TestClient, tokens: dict[str, str]) -> None:
+    tid = alice_task(client, tokens)
+    with client.websocket_connect("/ws/tasks") as ws:
+        ws.send_text('{"type": "ping"}')
+        assert ws.receive_json()["code"] == "unauthorized"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 4401
+    # header auth: bob cannot open alice's task
+    with client.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(tokens["bob"])) as ws:
+        assert ws.receive_json()["code"] == "task-not-found"
+    # first-message auth (what a browser does): alice sees her task
+    with client.websocket_connect(f"/ws/tasks/{tid}") as ws:
+        ws.send_json({"type": "auth", "token": tokens["alice"]})
+        snapshot = ws.receive_json()
+        assert snapshot["type"] == "snapshot" and snapshot["task_id"] == tid
+    # bob's all-tasks stream has no snapshot of alice's task
+    with client.websocket_connect("/ws/tasks", headers=bearer(tokens["bob"])) as ws:
+        client.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
+        bobs = client.post(
+            "/api/tasks", json={"title": "Bob's", "steps": [{"name": "a"}]}, headers=bearer(tokens["bob"])
+        )
+        first = ws.receive_json()
+        assert first["type"] == "task_created" and first["task_id"] == bobs.json()["task_id"]
+
+
+def test_foreign_origins_are_refused(client: TestClient, tokens: dict[str, str]) -> None:
+    headers = {**bearer(tokens["alice"]), "Origin": "https://evil.example"}
+    with client.websocket_connect("/ws/tasks", headers=headers) as ws:
+        assert ws.receive_json()["code"] == "forbidden-origin"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 4403
+
+
+def test_security_headers(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_refuses_to_serve_beyond_loopback_without_tokens(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))
+    with pytest.raises(AuthError, match="without API tokens"), TestClient(app):
+        pass
+
+
+def test_local_mode_on_loopback_without_tokens(tmp_path: Path) -> None:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        created = c.post("/api/tasks", json=PLAN)
+        assert created.status_code == 201 and created.json()["owner"] == "local"
