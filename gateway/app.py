@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway.auth import Auth, AuthError
 from gateway.middleware import AuthMiddleware, SecurityHeaders
+from gateway.ops import OPS_ROUTES, RequestIds
 from gateway.problems import EXPECTED_ERRORS, Problem, handle_exception, problem_response
 from gateway.routes import ROUTES
 from gateway.ws import WS_ROUTES
@@ -69,6 +70,11 @@ def create_app(
                 publisher = Relay(runtime.app, settings)
                 runtime.service.on_saved(publisher.wake)
                 nats_parts.append(publisher)
+                runtime.metrics.probe(
+                    "progressd_nats_relay_lag_events",
+                    "Events in the log not yet acknowledged by JetStream.",
+                    lambda: [({}, float(publisher.lag))],
+                )
             nats_parts.append(NatsCommands(runtime.service, settings, settle=runtime.settle))
             nats_parts.append(WakeListener(settings.nats_url, tail.wake))
             for part in nats_parts:
@@ -99,9 +105,9 @@ def create_app(
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
-        routes=[*ROUTES, *WS_ROUTES],
+        routes=[*ROUTES, *WS_ROUTES, *OPS_ROUTES],
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
+        middleware=[Middleware(RequestIds), Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
         exception_handlers={
             HTTPException: _http_error,
             **{kind: handle_exception for kind in EXPECTED_ERRORS},

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gateway.app import create_app
+from gateway.ops import configure_logging
 from infra import replay
 from infra.projector import Projection, Projector
 from infra.readside import BadCursor, parse_at
@@ -54,8 +55,17 @@ def serve(
 ) -> None:
     """Serve the HTTP and WebSocket API."""
     settings = Settings.from_env().with_overrides(host=host, port=port)
+    configure_logging(settings.log_level, {"json": True, "console": False}.get(settings.log_format))
     app = create_app(settings, demo=demo, project=projections, relay=relay)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        lifespan="on",
+        ws_max_size=64 * 1024,
+    )
 
 
 @cli.command()

@@ -192,10 +192,13 @@ class Connection:
             await self.refuse(CLOSE_TOO_MANY, "too-many-streams", 429, "too many open streams for this token")
             return
         self.auth.sockets[key] = self.auth.sockets.get(key, 0) + 1
+        gauge = self.runtime.metrics.websockets
+        gauge.inc()
         try:
             await self.serve(after)
         finally:
             self.auth.sockets[key] -= 1
+            gauge.dec()
 
     async def serve(self, after: Cursor | None) -> None:
         if self.ws.application_state is WebSocketState.CONNECTING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from infra.metrics import Metrics
 from infra.projector import Projection, Projector
 from infra.readside import ReadSide
 from infra.service import TaskService
@@ -20,7 +21,8 @@ class Runtime:
     def __init__(self, settings: Settings, *, project: bool = True, models: list[str] | None = None) -> None:
         self.settings = settings
         self.app = open_store(settings)
-        self.service = TaskService(self.app)
+        self.metrics = Metrics()
+        self.service = TaskService(self.app, self.metrics)
         names = models or list(MODELS)
         self.views: dict[str, ViewRecorder] = {name: open_view(settings, MODELS[name]) for name in names}
         self.read = ReadSide(self.views)
@@ -28,6 +30,15 @@ class Runtime:
         self.project = project
         if project:
             self.service.on_saved(self.projector.wake)
+        self.metrics.probe(
+            "progressd_projection_lag_events",
+            "Events in the log that a read model has not applied yet.",
+            self._lag,
+        )
+
+    def _lag(self) -> list[tuple[dict[str, str], float]]:
+        head = self.app.head()
+        return [({"projection": name}, float(max(0, head - pos))) for name, pos in self.tracked().items()]
 
     def start(self) -> None:
         if self.project:

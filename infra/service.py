@@ -15,9 +15,11 @@ from uuid import UUID, uuid4, uuid5
 from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 
+from domain.errors import DomainError
 from domain.progress import progress_view
 from domain.state import TaskStatus
 from domain.task import StepPlan, Task
+from infra.metrics import Metrics
 from infra.store import ProgressApp, TaskNotFound
 
 R = TypeVar("R")
@@ -91,8 +93,9 @@ def apply_command(task: Task, name: str, args: dict[str, Any], idem: str | None)
 class TaskService:
     """Runs commands on one writer thread and queries on a small reader pool, never on the event loop."""
 
-    def __init__(self, app: ProgressApp) -> None:
+    def __init__(self, app: ProgressApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics or Metrics()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progressd-writer")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="progressd-reader")
         self._listeners: list[Callable[[int], None]] = []
@@ -115,8 +118,24 @@ class TaskService:
     async def read(self, fn: Callable[[], R]) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
 
+    async def counted(self, command: str, fn: Callable[[], Outcome]) -> Outcome:
+        """Run a command on the writer thread and count its outcome."""
+        outcome_label = "error"
+        try:
+            outcome = await self.write(fn)
+            outcome_label = "replayed" if outcome.replayed else "ok"
+            return outcome
+        except (DomainError, TaskNotFound, VersionMismatch, UnknownCommand):
+            outcome_label = "rejected"
+            raise
+        except StoreUnavailable:
+            outcome_label = "unavailable"
+            raise
+        finally:
+            self.metrics.commands.labels(command, outcome_label).inc()
+
     async def create(self, owner: str, new: NewTask, key: str | None = None) -> Outcome:
-        return await self.write(lambda: self.create_sync(owner, new, key))
+        return await self.counted("create", lambda: self.create_sync(owner, new, key))
 
     async def command(
         self,
@@ -127,10 +146,10 @@ class TaskService:
         key: str | None = None,
         if_match: int | None = None,
     ) -> Outcome:
-        return await self.write(lambda: self.command_sync(task_id, owner, name, args, key, if_match))
+        return await self.counted(name, lambda: self.command_sync(task_id, owner, name, args, key, if_match))
 
     async def restart(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
-        return await self.write(lambda: self.restart_sync(task_id, owner, key))
+        return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key))
 
     # ---- commands ---------------------------------------------------------------------------------------
 
@@ -223,6 +242,7 @@ class TaskService:
             recordings = self.app.save(*tasks)
         except (OperationalError, StoreInterfaceError) as exc:
             raise StoreUnavailable(str(exc)) from None
+        self.metrics.events.inc(len(recordings))
         position = recordings[-1].notification.id if recordings else self.app.head()
         for listener in self._listeners:
             listener(position)

@@ -28,6 +28,7 @@ class Settings:
     ws_per_token: int = 100
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
                     o.strip() for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip()
                 ),
                 log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
+                log_format=(get("LOG_FORMAT") or defaults.log_format).lower(),
             )
         except ValueError as exc:
             raise SettingsError(f"invalid PROGRESSD_* setting: {exc}") from None
