@@ -81,6 +81,10 @@ class AsyncTracker:
     def stats(self) -> Stats:
         return self._core.stats
 
+    @property
+    def options(self) -> Options:
+        return self._core.options
+
     # ---- work -------------------------------------------------------------------------------------------
 
     def step(self, order: int) -> AsyncStep:

@@ -84,6 +84,10 @@ class Tracker:
     def stats(self) -> Stats:
         return self._core.stats
 
+    @property
+    def options(self) -> Options:
+        return self._core.options
+
     # ---- work -------------------------------------------------------------------------------------------
 
     def step(self, order: int) -> Step:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway.auth import Auth, AuthError
 from gateway.middleware import AuthMiddleware, SecurityHeaders
+from gateway.openapi import OPENAPI_ROUTES
 from gateway.ops import OPS_ROUTES, RequestIds
 from gateway.problems import EXPECTED_ERRORS, Problem, handle_exception, problem_response
 from gateway.routes import ROUTES
@@ -105,7 +106,7 @@ def create_app(
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
-        routes=[*ROUTES, *WS_ROUTES, *OPS_ROUTES],
+        routes=[*ROUTES, *WS_ROUTES, *OPS_ROUTES, *OPENAPI_ROUTES],
         lifespan=lifespan,
         middleware=[Middleware(RequestIds), Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
         exception_handlers={

@@ -433,6 +433,7 @@ function taskPage() {
         // over HTTP otherwise (answered with the new view).
         if (frame && stream.isOpen) await stream.command(frame());
         else adopt(await api(`/api/tasks/${taskId}${path()}`, { method: "POST", body: body?.() }));
+        if (name === "approve" || name === "reject") $("comment").value = "";
       }),
     );
   }
@@ -457,7 +458,6 @@ function taskPage() {
   );
   command($("retry"), "retry", null, () => `/steps/${failedStep()}/retry`);
   command($("skip"), "skip", null, () => `/steps/${failedStep()}/skip`);
-  for (const id of ["approve", "reject"]) $(id).addEventListener("click", () => ($("comment").value = ""));
 
   // Cancel asks once more, in place: a second click within a few seconds confirms.
   const cancel = $("cancel");

@@ -1,0 +1,357 @@
+"""OpenAPI 3.1, generated from the msgspec types the API decodes and the shapes it answers with."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from gateway import wire
+
+# ---- response shapes (forbid_unknown_fields: a test converts real responses into them, so they can't drift)
+
+
+class Substep(Struct, forbid_unknown_fields=True):
+    name: str
+    done: bool
+
+
+class ApprovalRequest(Struct, forbid_unknown_fields=True):
+    message: str
+    requested_at: str | None
+
+
+class StepView(Struct, forbid_unknown_fields=True):
+    order: int
+    name: str
+    status: Literal["pending", "running", "paused", "approval", "completed", "failed", "skipped"]
+    progress: int
+    duration_ms: int | None
+    substeps: list[Substep]
+    weight: float
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str | None
+    attempts: int
+    error: str | None
+    approval: ApprovalRequest | None
+    work_ms: int | None
+
+
+class ProgressView(Struct, forbid_unknown_fields=True):
+    """The spec's progress JSON plus additive fields."""
+
+    task_id: str
+    title: str
+    status: Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
+    progress: int
+    current_step: int
+    total_steps: int
+    started_at: str | None
+    eta_seconds: float | None
+    steps: list[StepView]
+    version: int
+    owner: str
+    complexity: str | None
+    tables: int | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    paused_at: str | None
+    needs_attention: bool
+    error: str | None
+    result: str | None
+    restarted_from: str | None
+    restarted_as: str | None
+    position: int
+    eta_low_seconds: float | None = None
+    eta_high_seconds: float | None = None
+    eta_confidence: str | None = None
+
+
+class TaskPage(Struct, forbid_unknown_fields=True):
+    tasks: list[ProgressView]
+    next: str | None
+
+
+class ProblemDetails(Struct):
+    """RFC 9457 problem details; some problems add members (errors, expected, actual…)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class HistoryRow(Struct, forbid_unknown_fields=True):
+    task_id: str
+    step: int
+    name: str
+    percent: int
+    status: str
+    updated_at: str | None
+
+
+class HistoryChange(Struct, forbid_unknown_fields=True):
+    position: int
+    step: int
+    seq: int
+    event: str
+    percent: int
+    status: str
+    at: str
+
+
+class History(Struct, forbid_unknown_fields=True):
+    task_id: str
+    steps: list[HistoryRow]
+    changes: list[HistoryChange]
+
+
+class LogLine(Struct, forbid_unknown_fields=True):
+    position: int
+    seq: int
+    at: str
+    level: str
+    step: int | None
+    message: str
+
+
+class Logs(Struct, forbid_unknown_fields=True):
+    task_id: str
+    logs: list[LogLine]
+
+
+class EventRecord(Struct, forbid_unknown_fields=True):
+    type: str
+    task_id: str
+    seq: int
+    at: str
+    data: dict[str, Any]
+
+
+class Events(Struct, forbid_unknown_fields=True):
+    task_id: str
+    events: list[EventRecord]
+
+
+class Health(Struct):
+    status: str
+
+
+class Ready(Struct):
+    status: str
+    head: int
+    projections: dict[str, int]
+    lag: dict[str, int]
+
+
+# ---- paths ---------------------------------------------------------------------------------------------
+
+TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+ORDER = {"name": "order", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+ERRORS = {
+    code: {
+        "description": text,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+    for code, text in {
+        "400": "Malformed request",
+        "401": "No valid token",
+        "404": "No such task, step or route",
+        "409": "The state does not allow this command",
+        "412": "If-Match did not match",
+        "413": "Body over 64 KiB",
+        "422": "A field is invalid",
+        "429": "Rate limited",
+        "503": "Event store unavailable",
+    }.items()
+}
+
+
+def _ref(kind: type[Struct]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{kind.__name__}"}
+
+
+def _json(kind: type[Struct], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(kind)}}}
+
+
+def _command(
+    summary: str, body: type[Struct] | None, params: list[dict[str, Any]], created: bool = False
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [*params, IDEMPOTENCY, IF_MATCH],
+        "responses": {
+            ("201" if created else "200"): _json(ProgressView, "The task's progress after the command"),
+            **ERRORS,
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
+    return {"post": op}
+
+
+def _query(summary: str, kind: type[Struct], params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params,
+            "responses": {"200": _json(kind, summary), **ERRORS},
+        }
+    }
+
+
+def _int(name: str, description: str, minimum: int = 0, maximum: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def build() -> dict[str, Any]:
+    """The OpenAPI document."""
+    paths: dict[str, Any] = {
+        "/api/tasks": {
+            **_command("Create a task", wire.CreateTaskIn, [], created=True),
+            **_query(
+                "The caller's tasks, newest first",
+                TaskPage,
+                [
+                    _int("limit", "Page size", 1, 500),
+                    {"name": "before", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+            ),
+        },
+        "/api/tasks/{task_id}/progress": _query(
+            "The progress JSON (optionally as it stood at a position or instant)",
+            ProgressView,
+            [
+                TASK_ID,
+                _int("position", "Time travel to a log position"),
+                _int("min_position", "Wait for this position"),
+            ],
+        ),
+        "/api/tasks/{task_id}/history": _query(
+            "The task_progress rows and their changes", History, [TASK_ID]
+        ),
+        "/api/tasks/{task_id}/logs": {
+            **_query(
+                "Log lines",
+                Logs,
+                [
+                    TASK_ID,
+                    _int("after", "Only lines after this position"),
+                    _int("limit", "At most this many", 1, 5000),
+                    {
+                        "name": "level",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"enum": ["debug", "info", "warning", "error"]},
+                    },
+                ],
+            ),
+            **_command("Append a log line", wire.LogIn, [TASK_ID]),
+        },
+        "/api/tasks/{task_id}/events": _query(
+            "The task's raw event log",
+            Events,
+            [TASK_ID, _int("after", "After this seq"), _int("limit", "", 1, 10_000)],
+        ),
+        "/api/tasks/{task_id}/steps/{order}/substeps/{n}/done": _command(
+            "Mark a substep done",
+            None,
+            [
+                TASK_ID,
+                ORDER,
+                {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
+            ],
+        ),
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(Health, "Up")}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness and projection lag",
+                "responses": {"200": _json(Ready, "Ready"), **ERRORS},
+            }
+        },
+    }
+    for action, body in wire.STEP_BODIES.items():
+        paths[f"/api/tasks/{{task_id}}/steps/{{order}}/{action}"] = _command(
+            f"Step command: {action}", body, [TASK_ID, ORDER]
+        )
+    for action, body in wire.TASK_BODIES.items():
+        paths[f"/api/tasks/{{task_id}}/{action}"] = _command(
+            f"Task command: {action}", body, [TASK_ID], created=action == "restart"
+        )
+    kinds: list[Any] = [
+        ProgressView,
+        TaskPage,
+        ProblemDetails,
+        History,
+        Logs,
+        Events,
+        Health,
+        Ready,
+        wire.CreateTaskIn,
+        wire.LogIn,
+        *wire.STEP_BODIES.values(),
+        *wire.TASK_BODIES.values(),
+    ]
+    _, components = msgspec.json.schema_components(kinds, ref_template="#/components/schemas/{name}")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "progressd",
+            "version": "0.1.0",
+            "description": "Event-sourced progress backend. The WebSocket streams at /ws/tasks and "
+            "/ws/tasks/{id} are described in the README.",
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    }
+
+
+_DOCUMENT = msgspec.json.encode(build())
+
+
+async def openapi(request: Request) -> Response:
+    return Response(_DOCUMENT, media_type="application/json")
+
+
+async def docs(request: Request) -> Response:
+    """A plain, script-free rendering of the OpenAPI document."""
+    doc = build()
+    rows = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = ", ".join(op.get("responses", {}))
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op.get('summary', ''))}</td><td>{codes}</td></tr>"
+            )
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>progressd API</title>"
+        "<body><h1>progressd API</h1>"
+        "<p>Machine-readable: <a href=/openapi.json>/openapi.json</a> (OpenAPI 3.1).</p>"
+        "<table><thead><tr><th>method<th>path<th>what<th>responses</thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></body></html>"
+    )
+    return HTMLResponse(page)
+
+
+OPENAPI_ROUTES = [Route("/openapi.json", openapi), Route("/docs", docs)]
