@@ -23,6 +23,11 @@ class Metrics:
         self.events = Counter(
             "progressd_events_appended", "Events appended to the log by this process.", registry=self.registry
         )
+        self.commits = Counter(
+            "progressd_store_commits",
+            "Transactions that appended events (group commit puts many commands in one).",
+            registry=self.registry,
+        )
         self.websockets = Gauge(
             "progressd_websocket_connections", "Open WebSocket streams.", registry=self.registry
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
@@ -96,7 +98,7 @@ class TaskService:
     def __init__(self, app: ProgressApp, metrics: Metrics | None = None) -> None:
         self.app = app
         self.metrics = metrics or Metrics()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progressd-writer")
+        self._writer = GroupWriter(self)
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="progressd-reader")
         self._listeners: list[Callable[[int], None]] = []
         self._lock = threading.Lock()
@@ -106,23 +108,29 @@ class TaskService:
         self._listeners.append(listener)
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.close()
         self._readers.shutdown(wait=True)
         self.app.close()
 
     # ---- async facade -----------------------------------------------------------------------------------
 
     async def write(self, fn: Callable[[], R]) -> R:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        """Run `fn` on the writer thread, in order with every other write."""
+        return await asyncio.wrap_future(self._writer.submit_call(fn))
 
     async def read(self, fn: Callable[[], R]) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
 
-    async def counted(self, command: str, fn: Callable[[], Outcome]) -> Outcome:
-        """Run a command on the writer thread and count its outcome."""
+    async def counted(
+        self, command: str, fn: Callable[[], Outcome] | CommandJob, grouped: bool = False
+    ) -> Outcome:
+        """Run a command on the writer thread (grouped with others into one commit) and count its outcome."""
         outcome_label = "error"
         try:
-            outcome = await self.write(fn)
+            if isinstance(fn, CommandJob):
+                outcome = await asyncio.wrap_future(self._writer.submit_command(fn))
+            else:
+                outcome = await self.write(fn)
             outcome_label = "replayed" if outcome.replayed else "ok"
             return outcome
         except (DomainError, TaskNotFound, VersionMismatch, UnknownCommand):
@@ -146,7 +154,8 @@ class TaskService:
         key: str | None = None,
         if_match: int | None = None,
     ) -> Outcome:
-        return await self.counted(name, lambda: self.command_sync(task_id, owner, name, args, key, if_match))
+        job = CommandJob(task_id, owner, name, args, key, if_match)
+        return await self.counted(name, job, grouped=True)
 
     async def restart(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
         return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key))
@@ -243,6 +252,7 @@ class TaskService:
         except (OperationalError, StoreInterfaceError) as exc:
             raise StoreUnavailable(str(exc)) from None
         self.metrics.events.inc(len(recordings))
+        self.metrics.commits.inc()
         position = recordings[-1].notification.id if recordings else self.app.head()
         for listener in self._listeners:
             listener(position)
@@ -253,6 +263,152 @@ class TaskService:
         return Outcome(
             {**progress_view(task), "position": position}, task.version, position, replayed, created
         )
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    """One command waiting for the writer."""
+
+    task_id: UUID
+    owner: str | None
+    name: str
+    args: dict[str, Any]
+    key: str | None = None
+    if_match: int | None = None
+
+
+MAX_GROUP = 256
+
+
+class GroupWriter:
+    """The single writer thread. Commands that queue up while a commit is running are applied to their
+    tasks one after another and saved together in one transaction (group commit): one lock, one fsync."""
+
+    def __init__(self, service: TaskService) -> None:
+        self.service = service
+        self._queue: queue.SimpleQueue[tuple[CommandJob | Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="progressd-writer", daemon=True)
+        self._thread.start()
+
+    def submit_call(self, fn: Callable[[], R]) -> Future[R]:
+        future: Future[R] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def submit_command(self, job: CommandJob) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        self._queue.put((job, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[tuple[CommandJob | Callable[[], Any], Future[Any]]]) -> None:
+        group: list[tuple[CommandJob, Future[Any]]] = []
+        for work, future in batch:
+            if isinstance(work, CommandJob):
+                group.append((work, future))
+                continue
+            self._commit(group)
+            group = []
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work())
+                except BaseException as exc:
+                    future.set_exception(exc)
+        self._commit(group)
+
+    def _commit(self, group: list[tuple[CommandJob, Future[Any]]]) -> None:
+        """Apply a group of commands to their tasks and save every changed task in one transaction."""
+        if not group:
+            return
+        if len(group) == 1:
+            job, future = group[0]
+            _settle(future, lambda: self.service.command_sync(*_job_args(job)))
+            return
+        service = self.service
+        tasks: dict[UUID, Task] = {}
+        applied: list[tuple[Future[Any], Task, dict[str, Any], bool]] = []
+        for job, future in group:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                task = tasks.get(job.task_id)
+                if task is None:
+                    task = tasks[job.task_id] = service.load(job.task_id, job.owner)
+                elif job.owner is not None and task.owner != job.owner:
+                    raise TaskNotFound(str(job.task_id))
+                print_ = fingerprint(job.name, str(job.task_id), job.args)
+                if job.key and task.replayed(job.key, print_):
+                    applied.append((future, task, progress_view(task), True))
+                    continue
+                if job.if_match is not None and task.version != job.if_match:
+                    raise VersionMismatch(job.if_match, task.version)
+                apply_command(task, job.name, job.args, f"{job.key}:{print_}" if job.key else None)
+                applied.append((future, task, progress_view(task), False))
+            except BaseException as exc:
+                future.set_exception(exc)
+        try:
+            recordings = service.app.save(*tasks.values())
+        except IntegrityError:
+            # Another process wrote one of these tasks meanwhile: redo each command on its own (it retries).
+            for job, future in group:
+                if future.running():
+                    _settle(future, partial(service.command_sync, *_job_args(job)), started=True)
+            return
+        except (OperationalError, StoreInterfaceError) as exc:
+            for future, *_ in applied:
+                future.set_exception(StoreUnavailable(str(exc)))
+            return
+        positions = {
+            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+            for r in recordings
+        }
+        head = max(positions.values(), default=0) or service.app.head()
+        service.metrics.events.inc(len(recordings))
+        if recordings:
+            service.metrics.commits.inc()
+        for listener in service._listeners:
+            listener(head)
+        for future, task, view, replayed in applied:
+            position = head if replayed else positions.get((task.id, view["version"]), head)
+            future.set_result(Outcome({**view, "position": position}, view["version"], position, replayed))
+
+
+def _job_args(job: CommandJob) -> tuple[UUID, str | None, str, dict[str, Any], str | None, int | None]:
+    return job.task_id, job.owner, job.name, job.args, job.key, job.if_match
+
+
+def _settle(future: Future[Any], fn: Callable[[], Any], started: bool = False) -> None:
+    if not started and not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 class VersionMismatch(Exception):
