@@ -101,6 +101,7 @@ class Projector:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.listeners: list[Callable[[str, int], None]] = []
+        self._shared: TaskCache | None = None
 
     def wake(self, _position: int = 0) -> None:
         self._wake.set()
@@ -111,14 +112,44 @@ class Projector:
     def run_once(self) -> int:
         """Apply everything that is in the log now; return how many notifications were applied."""
         total = 0
-        for projection in self.projections:
-            while n := projection.step():
-                total += n
-                with self._progress:
-                    self._progress.notify_all()
+        while True:
+            if len(self.projections) > 1 and len({p.position for p in self.projections}) == 1:
+                n = self._step_together()
+            else:
+                n = sum(p.step() for p in self.projections)
+                self._shared = None
+            if not n:
+                return total
+            total += n
+            with self._progress:
+                self._progress.notify_all()
+            for projection in self.projections:
                 for listener in self.listeners:
                     listener(projection.name, projection.position)
-        return total
+
+    def _step_together(self) -> int:
+        """Projections at the same position read and decode each batch once and share one task cache."""
+        first = self.projections[0]
+        batch = first.app.notifications(first.position, BATCH)
+        if not batch:
+            return 0
+        if self._shared is None:
+            self._shared = TaskCache(first.app)
+        ops: list[list[Op]] = [[] for _ in self.projections]
+        for notification in batch:
+            event = first.app.mapper.to_domain_event(notification)
+            if isinstance(event, Task.Event):
+                task, before = self._shared.advance(event)
+                # Every handler runs before the next event moves the shared task on.
+                change = Change(event, task, before, notification.id)
+                for i, projection in enumerate(self.projections):
+                    ops[i].extend(projection.view.model.handle(change))
+        tracking_id = batch[-1].id
+        for i, projection in enumerate(self.projections):
+            projection.view.apply(ops[i], Tracking(projection.name, tracking_id))
+            projection.position = tracking_id
+            projection.cache = TaskCache(first.app)  # stale now: rebuilt if this projection runs alone
+        return len(batch)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -131,6 +162,7 @@ class Projector:
                 log.error("projection_failed", error=str(exc), exc_info=True)
                 for projection in self.projections:
                     projection.reset()
+                self._shared = None
                 self._stop.wait(1.0)
             self._wake.wait(self.poll)
 
