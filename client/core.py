@@ -183,9 +183,10 @@ class TaskCore:
                 waiting = True
                 self.stats.paused_waits += 1
                 log.info("task %s is paused; waiting", self.task_id, extra={"progressd": {"event": "paused"}})
-            if timeout is not None and self.clock() - started >= timeout:
+            left = math.inf if timeout is None else timeout - (self.clock() - started)
+            if left <= 0:
                 raise Paused(f"task {self.task_id} is paused", view)
-            yield Sleep(delay)
+            yield Sleep(min(delay, left))
             delay = min(delay * 1.5, self.options.poll_max)
 
     def wait_for_approval(self, order: int, timeout: float | None) -> Flow[dict[str, Any]]:
@@ -203,9 +204,10 @@ class TaskCore:
                 if view.get("status") == "paused":
                     return (yield from self.wait_while_paused(self.options.pause_timeout))
                 return view
-            if timeout is not None and self.clock() - started >= timeout:
+            left = math.inf if timeout is None else timeout - (self.clock() - started)
+            if left <= 0:
                 raise TimeoutError(f"step {order} still awaits approval after {timeout:g}s")
-            yield Sleep(delay)
+            yield Sleep(min(delay, left))
             delay = min(delay * 1.5, self.options.poll_max)
 
     def hold(self) -> Flow[None]:

@@ -12,8 +12,8 @@ class Throttle:
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self.interval = interval
         self.clock = clock
-        self.sent: float | None = None
-        self.sent_at = -math.inf
+        self.sent: float | None = None  # the last value the server acknowledged
+        self.sent_at = -math.inf  # when the last value went out (acknowledged or still in flight)
         self.pending: float | None = None
 
     def offer(self, value: float) -> float | None:
@@ -21,25 +21,22 @@ class Throttle:
         if value == self.sent:
             self.pending = None
             return None
-        if self.clock() - self.sent_at >= self.interval:
-            self.pending = None
-            return value
         self.pending = value
-        return None
+        return self.due()
 
     def due(self) -> float | None:
-        """The held-back value once its interval has passed, else None."""
+        """The held-back value to send now that its interval has passed, else None."""
         if self.pending is not None and self.clock() - self.sent_at >= self.interval:
-            return self.pending
+            return self.take()
         return None
 
     def take(self) -> float | None:
-        """The held-back value regardless of the interval (before a transition or on step exit)."""
-        return self.pending
+        """The held-back value to send now regardless of the interval (before a transition, on exit)."""
+        value, self.pending = self.pending, None
+        if value is not None:
+            self.sent_at = self.clock()
+        return value
 
     def mark_sent(self, value: float) -> None:
-        """Record that the server has this value; a held-back value is dropped only if it is this one."""
+        """Record that the server has this value."""
         self.sent = value
-        self.sent_at = self.clock()
-        if self.pending == value:
-            self.pending = None

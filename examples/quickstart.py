@@ -1,7 +1,7 @@
 from client import Tracker  # the server: PROGRESSD_URL (default http://127.0.0.1:8000), PROGRESSD_TOKEN
 
-steps = ["Create database tables", {"name": "Generate application UI", "substeps": ["Customers", "Sales"]}]
-tracker = Tracker.create("Cellphone Store CRM", steps=steps)
+ui = {"name": "Generate application UI", "substeps": ["Customers", "Sales"]}
+tracker = Tracker.create("Cellphone Store CRM", steps=["Create database tables", ui])
 with tracker.step(1) as step:  # starts the step; completes it on exit, fails it on an exception
     for i, table in enumerate(["customers", "products", "sales"], start=1):
         step.log(f"created table {table}")

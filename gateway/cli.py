@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client import cli as worker_cli
 from gateway.app import create_app
 from gateway.ops import configure_logging
 from infra import replay
@@ -270,6 +271,44 @@ def token_revoke(token_id: str = typer.Argument(..., help="The id shown by `toke
     if not TokenStore(Settings.from_env()).revoke(token_id):
         raise fail(f"no active token {token_id}", 1)
     console.print(f"revoked {token_id}")
+
+
+URL_HELP = "Server URL (default PROGRESSD_URL or http://127.0.0.1:8000); the token is PROGRESSD_TOKEN."
+WORDS_HELP = (
+    "step N start | progress P | substep K | complete [RESULT] | skip [REASON] | retry | fail MSG | "
+    "approval MSG; log MSG; pause; resume; cancel [REASON]. Quote a message that has spaces."
+)
+
+
+@cli.command()
+def report(
+    task_id: str = typer.Argument(..., help="The task to report into."),
+    words: list[str] = typer.Argument(..., help=WORDS_HELP),
+    level: str = typer.Option("info", "--level", help="Level of a `log` line: debug, info, warning, error."),
+    step: int | None = typer.Option(None, "--step", help="The step a `log` line is about."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task's progress JSON after the command."),
+    url: str | None = typer.Option(None, "--url", help=URL_HELP),
+) -> None:
+    """Report one command into a task from a script: `progressd report T step 2 progress 40`.
+
+    Step commands wait while the task is paused.
+    Exit codes: 0 done, 1 refused or unreachable, 2 usage, 3 task cancelled, 4 approval rejected.
+    """
+    raise typer.Exit(worker_cli.report(task_id, words, url=url, level=level, step=step, as_json=as_json))
+
+
+@cli.command()
+def run(
+    command: list[str] = typer.Argument(..., help="The command and its arguments, after `--`."),
+    title: str | None = typer.Option(None, "--title", help="Task title (default: the command line)."),
+    url: str | None = typer.Option(None, "--url", help=URL_HELP),
+) -> None:
+    """Run a command as a one-step task: `progressd run [--title T] -- CMD ARGS...`.
+
+    Each output line becomes a log event; exit 0 completes the step, any other exit fails it.
+    Cancelling the task terminates the command. Exits with the command's exit code.
+    """
+    raise typer.Exit(worker_cli.run(command, title=title, url=url))
 
 
 def main() -> None:
