@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from domain.task import StepPlan
 from gateway import wire
 from gateway.auth import Auth
 from gateway.body import decode, idempotency_key, if_match
 from gateway.problems import Problem
+from infra.commands import new_task
 from infra.readside import BadCursor, parse_at
 from infra.runtime import Runtime
-from infra.service import NewTask, Outcome
+from infra.service import Outcome
 from infra.tokens import Principal
 
 _encode = msgspec.json.Encoder().encode
@@ -98,15 +98,7 @@ async def answer(request: Request, outcome: Outcome) -> Response:
 
 
 async def create_task(request: Request) -> Response:
-    body = await decode(request, wire.CREATE)
-    tables = body.complexity if isinstance(body.complexity, int) else None
-    complexity = body.complexity if isinstance(body.complexity, str) else None
-    new = NewTask(
-        title=body.title,
-        steps=[StepPlan(s.name, s.weight, tuple(s.substeps), s.requires_approval) for s in body.steps],
-        tables=tables,
-        complexity=complexity,
-    )
+    new = new_task(await decode(request, wire.CREATE))
     principal = await commanding(request, "create")
     owner = principal.owner or runtime(request).settings.local_owner
     outcome = await runtime(request).service.create(owner, new, idempotency_key(request))

@@ -7,26 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
-Comment = Annotated[str, Meta(max_length=10_000)]
+from infra.commands import Comment, CreateTaskIn, StepIn, Text
 
-
-class StepIn(Struct, forbid_unknown_fields=True):
-    """One step of a new task's plan."""
-
-    name: Name
-    weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
-    substeps: Annotated[list[Name], Meta(max_length=200)] = []
-    requires_approval: bool = False
-
-
-class CreateTaskIn(Struct, forbid_unknown_fields=True):
-    """POST /api/tasks."""
-
-    title: Name
-    steps: Annotated[list[StepIn], Meta(min_length=1, max_length=200)]
-    complexity: Annotated[int, Meta(ge=0, le=100_000)] | Literal["simple", "medium", "complex"] | None = None
+__all__ = ["Comment", "CreateTaskIn", "StepIn", "Text"]
 
 
 class ProgressIn(Struct, forbid_unknown_fields=True):

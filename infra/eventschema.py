@@ -21,7 +21,8 @@ import msgspec
 from msgspec import Meta
 
 from domain.task import Task
-from infra.natscmd import COMMANDS, QUEUE, CreateCmd, Reply
+from infra.commands import CreateTaskIn
+from infra.natscmd import COMMANDS, QUEUE, Reply
 from infra.relay import CE_CONTENT_TYPE, STREAM, TYPE_PREFIX, Subjects
 
 _NOT_DATA = ("idem", "timestamp", "originator_id", "originator_version", "originator_topic")
@@ -104,7 +105,7 @@ def document() -> dict[str, Any]:
     subjects = Subjects()
     kinds = sorted(set(COMMANDS.values()), key=lambda k: k.__name__)
     (event, create, reply, *_), components = msgspec.json.schema_components(
-        [TASK_EVENT, CreateCmd, Reply, *kinds], ref_template="#/$defs/{name}"
+        [TASK_EVENT, CreateTaskIn, Reply, *kinds], ref_template="#/$defs/{name}"
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

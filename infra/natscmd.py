@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -30,12 +29,11 @@ from msgspec import Meta, Struct
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from domain.errors import DomainError, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
-from domain.task import StepPlan
+from infra.commands import Comment, CreateTaskIn, Text, new_task
+from infra.problems import Problem, to_problem
 from infra.relay import NatsLink, Subjects
-from infra.service import NewTask, Outcome, StoreUnavailable, TaskService, VersionMismatch
+from infra.service import Outcome, StoreUnavailable, TaskService
 from infra.settings import Settings
-from infra.store import TaskNotFound
 
 log = structlog.get_logger(__name__)
 
@@ -43,29 +41,7 @@ MAX_BODY = 64 * 1024
 QUEUE = "progressd"
 _VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
-Comment = Annotated[str, Meta(max_length=10_000)]
-
-
 # ---- requests ---------------------------------------------------------------------------------------------
-
-
-class StepIn(Struct, forbid_unknown_fields=True):
-    """One step of a new task's plan."""
-
-    name: Name
-    weight: Annotated[float, Meta(gt=0, le=1_000_000)] = 1.0
-    substeps: Annotated[list[Name], Meta(max_length=200)] = []
-    requires_approval: bool = False
-
-
-class CreateCmd(Struct, forbid_unknown_fields=True):
-    """<prefix>.commands.create: a new task (the body of POST /api/tasks)."""
-
-    title: Name
-    steps: Annotated[list[StepIn], Meta(min_length=1, max_length=200)]
-    complexity: Annotated[int, Meta(ge=0, le=100_000)] | Literal["simple", "medium", "complex"] | None = None
 
 
 class StepCmd(Struct, forbid_unknown_fields=True):
@@ -158,7 +134,7 @@ COMMANDS: dict[str, type[Struct]] = {
     "restart": EmptyCmd,
     "log": LogCmd,
 }
-_KINDS: list[type[Struct]] = [*COMMANDS.values(), CreateCmd]
+_KINDS: list[type[Struct]] = [*COMMANDS.values(), CreateTaskIn]
 _DECODERS: dict[type[Struct], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind) for kind in _KINDS
 }
@@ -178,75 +154,13 @@ class Reply(Struct):
 _encode = msgspec.json.Encoder().encode
 
 
-class CommandProblem(Exception):
-    """An error answered with an RFC 9457 problem body."""
-
-    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
-        self.status = status
-        self.slug = slug
-        self.detail = detail
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-        super().__init__(detail)
-
-    def reply(self, instance: str) -> Reply:
-        body: dict[str, Any] = {
-            "type": f"/problems/{self.slug}",
-            "title": HTTPStatus(self.status).phrase,
-            "status": self.status,
-            "detail": self.detail,
-            "instance": instance,
-            **self.extra,
-        }
-        return Reply(self.status, {"Content-Type": "application/problem+json", **self.headers}, body)
-
-
-def to_problem(exc: Exception) -> CommandProblem:
-    """The problem an error is answered with: the same statuses and slugs as gateway/problems.py."""
-    match exc:
-        case CommandProblem():
-            return exc
-        case TaskNotFound():
-            return CommandProblem(404, "task-not-found", f"no task {exc}")
-        case UnknownStep():
-            return CommandProblem(404, "step-not-found", str(exc))
-        case IllegalTransition():
-            return CommandProblem(
-                409,
-                "illegal-transition",
-                str(exc),
-                subject=exc.subject,
-                action=exc.action,
-                expected=list(exc.expected),
-                actual=exc.actual,
-            )
-        case InvalidValue():
-            return CommandProblem(
-                422, "invalid-field", str(exc), errors=[{"path": f"$.{exc.field}", "detail": str(exc)}]
-            )
-        case IdempotencyKeyReused():
-            return CommandProblem(422, "idempotency-key-reused", str(exc))
-        case DomainError():
-            return CommandProblem(422, "rejected", str(exc))
-        case VersionMismatch():
-            return CommandProblem(
-                412, "version-mismatch", str(exc), expected_version=exc.expected, actual_version=exc.actual
-            )
-        case StoreUnavailable():
-            problem = CommandProblem(
-                503, "store-unavailable", "the event store is unavailable; nothing was written"
-            )
-            problem.headers["Retry-After"] = "2"
-            return problem
-        case msgspec.ValidationError():
-            message, _, path = str(exc).partition(" - at `")
-            path = path.rstrip("`") or "$"
-            return CommandProblem(
-                422, "invalid-field", f"{message} at {path}", errors=[{"path": path, "detail": message}]
-            )
-        case msgspec.DecodeError():
-            return CommandProblem(400, "malformed-json", f"request body is not valid JSON: {exc}")
-    return CommandProblem(500, "internal", "internal error")
+def problem_reply(problem: Problem, instance: str) -> Reply:
+    """A problem as a NATS reply."""
+    return Reply(
+        problem.status,
+        {"Content-Type": "application/problem+json", **problem.headers},
+        problem.body(instance),
+    )
 
 
 # ---- the subscriber ---------------------------------------------------------------------------------------
@@ -338,7 +252,7 @@ class NatsCommands:
             problem = to_problem(exc)
             if problem.status >= 500 and not isinstance(exc, StoreUnavailable):
                 log.error("nats_command_failed", subject=msg.subject, exc_info=exc)
-            reply = problem.reply(msg.subject)
+            reply = problem_reply(problem, msg.subject)
         self.handled += 1
         if msg.reply:
             try:
@@ -349,25 +263,25 @@ class NatsCommands:
     async def execute(self, subject: str, data: bytes, headers: dict[str, str]) -> Reply:
         """Run one command request and build its reply; errors are raised, not answered."""
         if len(data) > MAX_BODY:
-            raise CommandProblem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
+            raise Problem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
         raw = data if data.strip() else b"{}"
         head = {k.lower(): v for k, v in headers.items()}
         path = subject.removeprefix(self._prefix).split(".")
         if path == ["create"]:
-            body = _DECODERS[CreateCmd].decode(raw)
+            body = _DECODERS[CreateTaskIn].decode(raw)
             outcome = await self.service.create(self.owner, new_task(body), idempotency_key(head))
             return await self._answer(outcome)
         if len(path) != 2 or not subject.startswith(self._prefix):
-            raise CommandProblem(404, "unknown-command", f"no command subject {subject!r}")
+            raise Problem(404, "unknown-command", f"no command subject {subject!r}")
         raw_id, name = path
         kind = COMMANDS.get(name)
         if kind is None:
-            raise CommandProblem(404, "unknown-command", f"no task command {name!r}")
+            raise Problem(404, "unknown-command", f"no task command {name!r}")
         command = _DECODERS[kind].decode(raw)
         try:
             task_id = UUID(raw_id)
         except ValueError:
-            raise CommandProblem(404, "task-not-found", f"no task {raw_id}") from None
+            raise Problem(404, "task-not-found", f"no task {raw_id}") from None
         key = idempotency_key(head)
         if name == "restart":
             outcome = await self.service.restart(task_id, self.owner, key)
@@ -392,24 +306,13 @@ class NatsCommands:
         return Reply(200, headers, outcome.view)
 
 
-def new_task(body: CreateCmd) -> NewTask:
-    return NewTask(
-        title=body.title,
-        steps=[StepPlan(s.name, s.weight, tuple(s.substeps), s.requires_approval) for s in body.steps],
-        tables=body.complexity if isinstance(body.complexity, int) else None,
-        complexity=body.complexity if isinstance(body.complexity, str) else None,
-    )
-
-
 def idempotency_key(headers: dict[str, str]) -> str | None:
     key = headers.get("idempotency-key")
     if key is None:
         return None
     key = key.strip().strip('"')
     if not key or len(key) > 200 or not key.isprintable():
-        raise CommandProblem(
-            400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters"
-        )
+        raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters")
     return key
 
 
@@ -419,5 +322,5 @@ def if_match(headers: dict[str, str]) -> int | None:
         return None
     match = _VERSION.match(value)
     if match is None:
-        raise CommandProblem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
+        raise Problem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
     return int(match.group(1))
