@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Auth, AuthError
+from gateway.chat import CHAT_ROUTES
 from gateway.middleware import AuthMiddleware, SecurityHeaders
+from gateway.notify_routes import NOTIFY_ROUTES, notifier_lifespan
 from gateway.openapi import OPENAPI_ROUTES
 from gateway.ops import OPS_ROUTES, RequestIds
 from gateway.problems import EXPECTED_ERRORS, Problem, handle_exception, problem_response
@@ -22,6 +24,7 @@ from gateway.routes import ROUTES
 from gateway.ws import WS_ROUTES
 from infra.demo import DemoWorker
 from infra.natscmd import NatsCommands
+from infra.notifyconfig import NotifySettings
 from infra.relay import Relay
 from infra.runtime import Runtime
 from infra.settings import Settings
@@ -42,8 +45,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(problem, request.url.path)
 
 
+def public_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.port}"
+
+
 def create_app(
-    settings: Settings, *, demo: bool = False, project: bool = True, relay: bool = True
+    settings: Settings,
+    *,
+    demo: bool = False,
+    project: bool = True,
+    relay: bool = True,
+    notify: NotifySettings | None = None,
 ) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
 
@@ -94,7 +106,8 @@ def create_app(
             )
             demo_task = asyncio.create_task(worker.run(), name="demo-worker")
         try:
-            yield
+            async with notifier_lifespan(app, notify or NotifySettings(public_url=public_url(settings))):
+                yield
         finally:
             if demo_task is not None:
                 demo_task.cancel()
@@ -106,7 +119,7 @@ def create_app(
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
-        routes=[*ROUTES, *WS_ROUTES, *OPS_ROUTES, *OPENAPI_ROUTES],
+        routes=[*ROUTES, *CHAT_ROUTES, *NOTIFY_ROUTES, *WS_ROUTES, *OPS_ROUTES, *OPENAPI_ROUTES],
         lifespan=lifespan,
         middleware=[Middleware(RequestIds), Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
         exception_handlers={

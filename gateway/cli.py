@@ -19,6 +19,7 @@ from client import cli as worker_cli
 from gateway.app import create_app
 from gateway.ops import configure_logging
 from infra import replay
+from infra.notifyconfig import NotifySettings
 from infra.projector import Projection, Projector
 from infra.readside import BadCursor, parse_at
 from infra.settings import Settings
@@ -57,7 +58,8 @@ def serve(
     """Serve the HTTP and WebSocket API."""
     settings = Settings.from_env().with_overrides(host=host, port=port)
     configure_logging(settings.log_level, {"json": True, "console": False}.get(settings.log_format))
-    app = create_app(settings, demo=demo, project=projections, relay=relay)
+    notify = NotifySettings.from_env(settings=settings)
+    app = create_app(settings, demo=demo, project=projections, relay=relay, notify=notify)
     uvicorn.run(
         app,
         host=settings.host,

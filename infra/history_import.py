@@ -113,13 +113,13 @@ def trace_task(trace: Trace, owner: str, task_id: UUID | None = None) -> Task:
         task_id=task_id,
         at=trace.started_at,
     )
-    # In time order; a step that finishes when the next starts completes first.
+    # In time order; at the same instant starts go first, so a step that took no time still starts first.
     moments = sorted(
-        [(s.finished_at, 0, i) for i, s in enumerate(trace.steps, start=1)]
-        + [(s.started_at, 1, i) for i, s in enumerate(trace.steps, start=1)]
+        [(s.started_at, 0, i) for i, s in enumerate(trace.steps, start=1)]
+        + [(s.finished_at, 1, i) for i, s in enumerate(trace.steps, start=1)]
     )
     for at, kind, order in moments:
-        if kind == 1:
+        if kind == 0:
             task.start_step(order, at=at)
         else:
             task.complete_step(order, at=at)

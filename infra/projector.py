@@ -152,17 +152,22 @@ class Projector:
         return len(batch)
 
     def _loop(self) -> None:
+        failed = False
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                if failed:
+                    # Inside the try: while the store is down the reset fails too; it must not end the thread.
+                    for projection in self.projections:
+                        projection.reset()
+                    self._shared = None
+                    failed = False
                 self.run_once()
                 self.error = None
-            except Exception as exc:  # a failing batch rolls back; retry after a pause, loudly
+            except Exception as exc:  # a failing batch rolls back; reset and retry after a pause, loudly
                 self.error = exc
+                failed = True
                 log.error("projection_failed", error=str(exc), exc_info=True)
-                for projection in self.projections:
-                    projection.reset()
-                self._shared = None
                 self._stop.wait(1.0)
             self._wake.wait(self.poll)
 

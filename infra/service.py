@@ -14,16 +14,18 @@ from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
+import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 
-from domain.errors import DomainError
+from domain.errors import DomainError, InvalidValue
 from domain.progress import progress_view
 from domain.state import TaskStatus
 from domain.task import StepPlan, Task
 from infra.metrics import Metrics
 from infra.store import ProgressApp, TaskNotFound
 
+log = structlog.get_logger(__name__)
 R = TypeVar("R")
 KEY_NAMESPACE = UUID("6f1c2b7e-4d0a-4f63-9a51-8e2f3c4d5a6b")
 MAX_CONFLICT_RETRIES = 5
@@ -56,8 +58,21 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
+def check_text(path: str, value: object) -> None:
+    """Refuse NUL characters in any text: PostgreSQL text columns cannot hold them, so one such event
+    would stop every read model at that position (the log itself, bytea, would accept it)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidValue(path, "must not contain NUL characters")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_text(f"{path}[{i}]", item)
+
+
 def apply_command(task: Task, name: str, args: dict[str, Any], idem: str | None) -> None:
     """Dispatch a named command to the Task's method."""
+    for field, value in args.items():
+        check_text(field, value)
     order = int(args.get("order", 0))
     match name:
         case "start":
@@ -164,6 +179,10 @@ class TaskService:
 
     def create_sync(self, owner: str, new: NewTask, key: str | None = None) -> Outcome:
         """Create a task; with a key, the task id is derived from it so a retry finds the same task."""
+        check_text("title", new.title)
+        for i, step in enumerate(new.steps):
+            check_text(f"steps[{i}].name", step.name)
+            check_text(f"steps[{i}].substeps", step.substeps)
         print_ = fingerprint(
             "create", new.title, [s.as_dict() for s in new.steps], new.tables, new.complexity
         )
@@ -211,23 +230,30 @@ class TaskService:
         """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
         print_ = fingerprint("restart", str(task_id))
         idem = f"{key}:{print_}" if key else None
-        old = self.load(task_id, owner)
-        if key and old.replayed(key, print_) and old.restarted_as:
-            new = self.load(UUID(old.restarted_as), owner)
-            return self._outcome(new, self.app.head(), replayed=True, created=True)
-        if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
-            old.cancel(reason="restarted")
-        new = Task.plan(
-            old.title,
-            old.owner,
-            old.plan_steps(),
-            old.tables,
-            old.complexity,
-            restarted_from=str(old.id),
-        )
-        old.mark_restarted(str(new.id), idem=idem)
-        position = self._save(old, new)
-        return self._outcome(new, position, created=True)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            old = self.load(task_id, owner)
+            if key and old.replayed(key, print_) and old.restarted_as:
+                new = self.load(UUID(old.restarted_as), owner)
+                return self._outcome(new, self.app.head(), replayed=True, created=True)
+            if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
+                old.cancel(reason="restarted")
+            new = Task.plan(
+                old.title,
+                old.owner,
+                old.plan_steps(),
+                old.tables,
+                old.complexity,
+                restarted_from=str(old.id),
+            )
+            old.mark_restarted(str(new.id), idem=idem)
+            try:
+                position = self._save(old, new)
+            except IntegrityError:  # another process wrote the old task meanwhile: like commands, retry
+                if attempt == MAX_CONFLICT_RETRIES - 1:
+                    raise VersionMismatch(old.version - 1, self.load(task_id, owner).version) from None
+                continue
+            return self._outcome(new, position, created=True)
+        raise AssertionError("unreachable")
 
     # ---- queries ----------------------------------------------------------------------------------------
 
@@ -322,7 +348,18 @@ class GroupWriter:
                     stop = True
                     break
                 batch.append(more)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the one writer must outlive any batch: fail what is still owed
+                log.error("writer_batch_failed", error=str(exc), exc_info=True)
+                failure = (
+                    StoreUnavailable(str(exc))
+                    if isinstance(exc, OperationalError | StoreInterfaceError)
+                    else exc
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
             if stop:
                 return
 

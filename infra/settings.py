@@ -88,6 +88,7 @@ class Settings:
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_POOL_SIZE": str(self.pool_size),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
+            "POSTGRES_CONNECT_TIMEOUT": "1",
             **postgres_env(self.database_url),
         }
 

@@ -2,50 +2,110 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, Recording
+from psycopg_pool import ConnectionPool
 
 from domain.task import Task
 from infra.settings import Settings
+
+R = TypeVar("R")
+# While the store is known to be down, calls fail at once instead of running eventsourcing's ten retries
+# each; a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
+PROBE_INTERVAL = 0.25
+PROBE_TIMEOUT = 0.5
 
 
 class ProgressApp(Application[UUID]):
     """The one application whose notification log is the source of truth for every read model."""
 
     name = "progressd"
+    # Every command loads the task it changes: keep recent tasks in memory and fast-forward them from the
+    # store (so other writers' events are still seen) instead of replaying the whole task every time.
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "2000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    _down_since: float | None = None
+    _next_probe = 0.0
 
     def task(self, task_id: UUID, version: int | None = None) -> Task:
         """Load a task, optionally as it stood at a version; raises TaskNotFound."""
         try:
-            task: Any = self.repository.get(task_id, version=version)
+            task: Any = self._guarded(
+                lambda: self.repository.get(task_id, version=version, projector_func=_project)
+            )
         except AggregateNotFoundError:
             raise TaskNotFound(str(task_id)) from None
         if not isinstance(task, Task):
             raise TaskNotFound(str(task_id))
         return task
 
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        return self._guarded(lambda: super(ProgressApp, self).save(*objs, **kwargs))
+
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         """Notifications with a position greater than `after`, in log order."""
-        return self.recorder.select_notifications(
-            start=after, limit=limit, stop=stop, inclusive_of_start=False
+        return self._guarded(
+            lambda: self.recorder.select_notifications(
+                start=after, limit=limit, stop=stop, inclusive_of_start=False
+            )
         )
 
     def head(self) -> int:
         """The position of the last notification in the log, 0 when empty."""
-        return self.recorder.max_notification_id() or 0
+        return self._guarded(lambda: self.recorder.max_notification_id() or 0)
 
     def task_events(self, task_id: UUID, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """A task's raw events after a version, decoded, for audit."""
-        stored = self.recorder.select_events(task_id, gt=after or None, limit=limit)
+        stored = self._guarded(lambda: self.recorder.select_events(task_id, gt=after or None, limit=limit))
         out = []
         for item in stored:
             domain_event = self.mapper.to_domain_event(item)
             out.append(event_record(domain_event))
         return out
+
+    # ---- failing fast while the store is down ----------------------------------------------------------
+
+    def _guarded(self, fn: Callable[[], R]) -> R:
+        if self._down_since is not None and not self._reachable():
+            raise OperationalError("the event store is unreachable")
+        try:
+            result = fn()
+        except (OperationalError, InterfaceError):
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+            raise
+        self._down_since = None
+        return result
+
+    def _reachable(self) -> bool:
+        """Whether a call may go ahead: a cheap probe of the PostgreSQL pool, at most every PROBE_INTERVAL."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + PROBE_INTERVAL
+        pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
+        if not isinstance(pool, ConnectionPool):
+            return True  # SQLite fails at once, no retries to skip
+        try:
+            pool.check()  # drop connections that died with the server, so the probe gets a live one
+            with pool.connection(timeout=PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1")
+        except Exception:
+            self._next_probe = time.monotonic() + PROBE_INTERVAL
+            return False
+        return True
+
+
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Apply events in order (the library's default also checks a runtime Protocol on every event, which
+    costs more than decoding and applying it on Python 3.11)."""
+    for domain_event in events:
+        aggregate = domain_event.mutate(aggregate)
+    return aggregate
 
 
 def event_record(domain_event: Any) -> dict[str, Any]:

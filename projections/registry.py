@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projections import event_index, step_stats, task_logs, task_progress, task_view
+from projections import event_index, notifications, step_stats, task_logs, task_progress, task_view
 from projections.model import ReadModel
 
 MODELS: dict[str, ReadModel] = {
@@ -13,5 +13,6 @@ MODELS: dict[str, ReadModel] = {
         step_stats.MODEL,
         task_logs.MODEL,
         event_index.MODEL,
+        notifications.MODEL,
     )
 }

@@ -26,8 +26,8 @@ export class LiveStream {
    * @param {string} path `/ws/tasks/<id>` (cursor by task seq) or `/ws/tasks` (cursor by log position)
    * @param {{key: "seq"|"position", onMessage: Function, onState: Function, onOpen?: Function}} hooks
    */
-  constructor(path, { key, onMessage, onState, onOpen }) {
-    Object.assign(this, { path, key, onMessage, onState, onOpen });
+  constructor(path, { key, onMessage, onState, onOpen, token }) {
+    Object.assign(this, { path, key, onMessage, onState, onOpen, token });
     this.cursor = null;
     this.attempt = 0;
     this.ws = null;
@@ -66,9 +66,12 @@ export class LiveStream {
     this.ws = ws;
     this.state(this.attempt ? "reconnecting" : "connecting");
     ws.onopen = () => {
+      // Browsers cannot set headers on a WebSocket: the token goes in the first frame, never in the URL.
+      const token = this.token?.();
+      if (token) ws.send(JSON.stringify({ type: "auth", token }));
+      // Live once the server answers: a server that wants a token refuses this ping at once.
+      ws.send(JSON.stringify({ type: "ping" }));
       this.openedAt = this.lastHeard = Date.now();
-      this.state("live");
-      this.onOpen?.();
     };
     ws.onmessage = (event) => ws === this.ws && this.receive(event.data);
     ws.onclose = (event) => this.closed(ws, event.code);
@@ -76,6 +79,10 @@ export class LiveStream {
 
   receive(raw) {
     this.lastHeard = Date.now();
+    if (this.current !== "live") {
+      this.state("live");
+      this.onOpen?.();
+    }
     let m;
     try {
       m = JSON.parse(raw);
@@ -113,9 +120,10 @@ export class LiveStream {
       reject(new CommandError("The connection dropped before the server answered.", "disconnected", 0));
       this.pending.delete(id);
     }
-    if (code === 4404) {
-      this.stopped = true;
-      this.state("gone");
+    const final = { 4401: "unauthorized", 4403: "forbidden", 4404: "gone" }[code];
+    if (final) {
+      this.stopped = true; // reconnecting cannot help: start() again once something changed
+      this.state(final);
       return;
     }
     if (code === 4400) this.cursor = null; // a cursor the server cannot use: start over from a snapshot
@@ -134,6 +142,21 @@ export class LiveStream {
       ws.close();
       this.closed(ws, 1006);
     }
+  }
+
+  /** Start from this cursor value when there is none yet (the list page's tasks were read over HTTP). */
+  seed(value) {
+    if (!this.cursor && value > 0) this.cursor = { value, part: 0 };
+  }
+
+  /** Connect afresh (say, with a token now), from the same cursor, whatever state the socket is in. */
+  restart() {
+    const ws = this.ws;
+    this.ws = null; // its close event, if any comes, is then ignored
+    ws?.close();
+    this.stopped = false;
+    this.attempt = 0;
+    this.connect();
   }
 
   /** Back online or back in view: do not sit out the rest of a long backoff. */
@@ -163,6 +186,7 @@ export class LiveStream {
   }
 
   state(name) {
+    this.current = name;
     this.onState(name, this);
   }
 }

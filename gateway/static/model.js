@@ -160,12 +160,16 @@ export function apply(view, m) {
     case "paused":
       view.status = "paused";
       view.paused_at = m.at;
-      for (const s of view.steps ?? []) if (s.status === "running") Object.assign(s, { status: "paused", updated_at: m.at });
+      for (const s of view.steps ?? []) {
+        if (s.status === "running") Object.assign(s, { status: "paused", updated_at: m.at });
+      }
       break;
     case "resumed":
       view.status = "running";
       view.paused_at = null;
-      for (const s of view.steps ?? []) if (s.status === "paused") Object.assign(s, { status: "running", updated_at: m.at });
+      for (const s of view.steps ?? []) {
+        if (s.status === "paused") Object.assign(s, { status: "running", updated_at: m.at });
+      }
       break;
     case "task_failed":
       view.status = "failed";

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import create_app
 from gateway.auth import AuthError
+from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
 from infra.tokens import Role, TokenStore
@@ -64,7 +65,7 @@ def concrete(path: str, tid: str) -> str:
 
 def task_routes() -> list[tuple[str, str]]:
     out = []
-    for route in ROUTES:
+    for route in [*ROUTES, *NOTIFY_ROUTES]:
         assert isinstance(route, Route)
         if "{task_id}" in route.path:
             for method in sorted(route.methods or ()):

@@ -1,0 +1,397 @@
+"""The ETA estimator on hand-built histories: behaviour, not accuracy (that lives in bench/eta.py).
+
+Pure unit tests: tasks are driven with explicit timestamps, histories are built by hand, `now` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.eta import (
+    Estimate,
+    StepHistory,
+    estimate,
+    history_from_rows,
+    normalise_step_name,
+)
+from domain.progress import progress_view
+from domain.task import StepPlan, Task
+from projections import model
+
+T0 = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
+NAMES = ("Create database tables", "Generate application UI", "Add search and filters", "Configure workflows")
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def plan(steps: int = 4, tables: int | None = 4, substeps: int = 0) -> Task:
+    plans = [StepPlan(name, substeps=tuple(f"part {k}" for k in range(substeps))) for name in NAMES[:steps]]
+    return Task.plan("Cellphone Store CRM", "agent-7", plans, tables=tables, at=T0)
+
+
+def samples(median_s: float, n: int, spread: float = 0.2) -> tuple[int, ...]:
+    """n durations (ms) spread log-symmetrically around a median: a deterministic, well-behaved history."""
+    out = []
+    for i in range(n):
+        q = (i + 0.5) / n  # evenly spaced quantiles, shuffled by a fixed stride so recent is not sorted
+        z = math.sqrt(2) * math.erf(2 * q - 1) * 1.2  # roughly normal scores in (-1.7, 1.7)
+        out.append(round(1000 * median_s * math.exp(spread * z)))
+    stride = 7 if n % 7 else 11
+    return tuple(out[(i * stride) % n] for i in range(n))
+
+
+def history(
+    median_s: float | Sequence[float] = 60.0, n: int = 200, complexity: str = "medium", spread: float = 0.2
+) -> dict[tuple[str, str], StepHistory]:
+    medians = [median_s] * len(NAMES) if isinstance(median_s, int | float) else list(median_s)
+    out = {}
+    for name, med in zip(NAMES, medians, strict=True):
+        recent = samples(med, n, spread)
+        ordered = sorted(recent)
+        row = StepHistory(n, float(ordered[n // 2]), float(ordered[int(0.9 * n)]), recent)
+        out[(normalise_step_name(name), complexity)] = row
+        out[(normalise_step_name(name), "any")] = row
+    return out
+
+
+def eta(task: Task, hist: dict[tuple[str, str], StepHistory], now: datetime) -> Estimate:
+    return estimate(progress_view(task), hist, now)
+
+
+def finish_steps(task: Task, durations: Sequence[float], start: float = 0.0) -> float:
+    """Run the first steps back to back with the given durations (seconds); return when the last ended."""
+    clock = start
+    for order, seconds in enumerate(durations, start=1):
+        task.start_step(order, at=at(clock))
+        clock += seconds
+        task.complete_step(order, at=at(clock))
+    return clock
+
+
+# ------------------------------------------------------------------------------------------------------
+# No history: a prior, never absurd.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_no_history_gives_a_finite_positive_eta_with_an_interval() -> None:
+    e = eta(plan(), {}, T0)
+    assert e.eta_seconds is not None and e.eta_low_seconds is not None and e.eta_high_seconds is not None
+    assert 0 < e.eta_low_seconds <= e.eta_seconds <= e.eta_high_seconds
+    # Four steps of about a minute each, give or take: minutes, not seconds or days.
+    assert 60 <= e.eta_seconds <= 30 * 60
+    assert e.eta_confidence == "low"
+    assert "prior" in e.basis
+
+
+def test_no_history_learns_from_the_tasks_own_finished_steps() -> None:
+    fast, slow = plan(), plan()
+    finish_steps(fast, [5, 5])
+    finish_steps(slow, [600, 600])
+    e_fast = eta(fast, {}, at(10))
+    e_slow = eta(slow, {}, at(1200))
+    assert e_fast.eta_seconds is not None and e_slow.eta_seconds is not None
+    # Two steps left: like the two that finished, roughly.
+    assert 5 <= e_fast.eta_seconds <= 60
+    assert 600 <= e_slow.eta_seconds <= 3600
+
+
+def test_no_history_and_a_tiny_rate_is_still_bounded() -> None:
+    task = plan(steps=2)
+    task.start_step(1, at=at(0))
+    task.report_progress(1, 1, at=at(10))
+    e = eta(task, {}, at(10))
+    assert e.eta_seconds is not None and e.eta_high_seconds is not None
+    assert 0 < e.eta_seconds < 6 * 3600 and e.eta_high_seconds < 24 * 3600
+
+
+# ------------------------------------------------------------------------------------------------------
+# History: the estimate tracks it, and gets surer with more of it.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_with_history_the_eta_tracks_the_steps_usual_durations() -> None:
+    e = eta(plan(), history([30, 90, 60, 120]), T0)
+    assert e.eta_seconds is not None
+    assert 300 * 0.8 <= e.eta_seconds <= 300 * 1.15
+    doubled = eta(plan(), history([60, 180, 120, 240]), T0)
+    assert doubled.eta_seconds is not None
+    assert doubled.eta_seconds == pytest.approx(2 * e.eta_seconds, rel=0.1)
+
+
+def test_more_history_gives_a_narrower_interval() -> None:
+    few = eta(plan(), history(60, n=3), T0)
+    many = eta(plan(), history(60, n=300), T0)
+    assert few.eta_low_seconds is not None and few.eta_high_seconds is not None
+    assert many.eta_low_seconds is not None and many.eta_high_seconds is not None
+    assert many.eta_high_seconds / many.eta_low_seconds < few.eta_high_seconds / few.eta_low_seconds
+
+
+def test_history_at_any_complexity_is_used_when_the_class_has_none() -> None:
+    hist = {k: v for k, v in history([30, 90, 60, 120], complexity="complex").items() if k[1] == "any"}
+    e = eta(plan(tables=4), hist, T0)
+    assert e.eta_seconds is not None
+    assert "history" in e.basis
+    assert 150 <= e.eta_seconds <= 600
+
+
+def test_a_slower_task_stays_slower_for_the_steps_it_has_left() -> None:
+    hist = history(60)
+    usual, slow = plan(), plan()
+    finish_steps(usual, [60, 60])
+    finish_steps(slow, [150, 150])
+    e_usual = eta(usual, hist, at(120))
+    e_slow = eta(slow, hist, at(300))
+    assert e_usual.eta_seconds is not None and e_slow.eta_seconds is not None
+    assert 100 <= e_usual.eta_seconds <= 140
+    assert e_slow.eta_seconds >= 1.6 * e_usual.eta_seconds
+    assert "speed x1.00" not in e_slow.basis
+
+
+def test_the_running_steps_rate_moves_the_eta() -> None:
+    hist = history(100)
+    behind, ahead = plan(steps=1), plan(steps=1)
+    for task, percent in ((behind, 10), (ahead, 90)):
+        task.start_step(1, at=at(0))
+        task.report_progress(1, percent, at=at(60))
+    e_behind = eta(behind, hist, at(60))
+    e_ahead = eta(ahead, hist, at(60))
+    assert e_behind.eta_seconds is not None and e_ahead.eta_seconds is not None
+    assert e_ahead.eta_seconds < e_behind.eta_seconds
+    assert "step 1 at 90%" in e_ahead.basis
+
+
+def test_substeps_done_count_as_progress() -> None:
+    hist = history(100)
+    none_done, most_done = plan(steps=1, substeps=4), plan(steps=1, substeps=4)
+    for task in (none_done, most_done):
+        task.start_step(1, at=at(0))
+    for n in (1, 2, 3):
+        most_done.complete_substep(1, n, at=at(20 * n))
+    e_none = eta(none_done, hist, at(60))
+    e_most = eta(most_done, hist, at(60))
+    assert e_none.eta_seconds is not None and e_most.eta_seconds is not None
+    assert e_most.eta_seconds < e_none.eta_seconds
+
+
+def test_time_passing_on_a_running_step_counts_as_work() -> None:
+    hist = history(60, spread=0.1)
+    task = plan(steps=1)
+    task.start_step(1, at=at(0))
+    early = eta(task, hist, at(1))
+    later = eta(task, hist, at(40))
+    assert early.eta_seconds is not None and later.eta_seconds is not None
+    assert later.eta_seconds < early.eta_seconds - 20
+
+
+# ------------------------------------------------------------------------------------------------------
+# Paused and approval-waiting time is not work.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_paused_time_is_not_counted_as_work() -> None:
+    hist = history(60)
+    straight, paused = plan(), plan()
+    straight.start_step(1, at=at(0))
+    paused.start_step(1, at=at(0))
+    paused.pause(at=at(10))
+    paused.resume(at=at(3610))
+    e_straight = eta(straight, hist, at(30))
+    e_paused = eta(paused, hist, at(3630))
+    assert e_paused == e_straight
+
+
+def test_while_paused_the_clock_stands_still() -> None:
+    hist = history(60)
+    task = plan()
+    task.start_step(1, at=at(0))
+    task.pause(at=at(20))
+    e_then = eta(task, hist, at(20))
+    e_hour_later = eta(task, hist, at(3620))
+    assert e_hour_later.eta_seconds == e_then.eta_seconds
+    assert "paused" in e_hour_later.basis
+    assert not e_hour_later.needs_attention
+
+
+def test_approval_wait_is_not_work_and_needs_attention() -> None:
+    hist = history(60)
+    task = Task.plan(
+        "CRM",
+        "agent-7",
+        [StepPlan(NAMES[0], requires_approval=True), *(StepPlan(n) for n in NAMES[1:])],
+        tables=4,
+        at=T0,
+    )
+    task.start_step(1, at=at(0))  # waits for approval
+    waiting = eta(task, hist, at(3600))
+    assert waiting.needs_attention
+    task.approve(1, at=at(3600))
+    approved = eta(task, hist, at(3610))
+    fresh = plan()
+    fresh.start_step(1, at=at(0))
+    assert approved.eta_seconds == eta(fresh, hist, at(10)).eta_seconds
+
+
+# ------------------------------------------------------------------------------------------------------
+# Stalls are flagged, not hidden.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_a_step_without_progress_far_beyond_its_history_is_flagged() -> None:
+    hist = history(60)
+    task = plan()
+    task.start_step(1, at=at(0))
+    normal = eta(task, hist, at(50))
+    assert not normal.needs_attention and normal.stalled_step is None
+    stalled = eta(task, hist, at(600))
+    assert stalled.needs_attention and stalled.stalled_step == 1
+    assert stalled.eta_confidence == "low"
+    assert "stalled" in stalled.basis
+    assert stalled.eta_seconds is not None and stalled.eta_seconds > 0
+
+
+def test_a_long_step_that_keeps_reporting_progress_is_not_stalled() -> None:
+    hist = history(60)
+    task = plan()
+    task.start_step(1, at=at(0))
+    for k in range(1, 20):
+        task.report_progress(1, 5 * k, at=at(30 * k))
+    e = eta(task, hist, at(575))
+    assert not e.needs_attention and e.stalled_step is None
+
+
+# ------------------------------------------------------------------------------------------------------
+# Finished tasks, and the shape of the answer.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_a_completed_task_has_no_eta() -> None:
+    task = plan(steps=2)
+    end = finish_steps(task, [30, 30])
+    e = eta(task, history(60), at(end))
+    assert (e.eta_seconds, e.eta_low_seconds, e.eta_high_seconds, e.eta_confidence) == (None,) * 4
+    assert not e.needs_attention
+
+
+def test_a_cancelled_task_has_no_eta() -> None:
+    task = plan()
+    task.start_step(1, at=at(0))
+    task.cancel("no longer needed", at=at(5))
+    assert eta(task, history(60), at(10)).eta_seconds is None
+
+
+def test_a_failed_task_has_no_eta_and_needs_attention() -> None:
+    task = plan()
+    task.start_step(1, at=at(0))
+    task.fail_step(1, "boom", at=at(5))
+    e = eta(task, history(60), at(10))
+    assert e.eta_seconds is None and e.needs_attention
+
+
+def test_the_last_steps_remaining_time_shrinks_to_seconds() -> None:
+    hist = history(60, spread=0.1)
+    task = plan(steps=2)
+    finish_steps(task, [60])
+    task.start_step(2, at=at(60))
+    task.report_progress(2, 95, at=at(116))
+    e = eta(task, hist, at(117))
+    assert e.eta_seconds is not None and e.eta_seconds <= 15
+
+
+def test_the_same_input_gives_the_same_estimate() -> None:
+    task = plan()
+    finish_steps(task, [50])
+    task.start_step(2, at=at(50))
+    assert eta(task, history(60), at(70)) == eta(task, history(60), at(70))
+
+
+def test_fields_are_the_progress_json_members() -> None:
+    e = eta(plan(), history(60), T0)
+    assert set(e.fields()) == {
+        "eta_seconds",
+        "eta_low_seconds",
+        "eta_high_seconds",
+        "eta_confidence",
+        "needs_attention",
+    }
+    json.dumps(e.fields())
+
+
+def test_the_estimate_reads_the_view_as_the_api_serves_it() -> None:
+    task = plan()
+    finish_steps(task, [55])
+    task.start_step(2, at=at(55))
+    view = json.loads(json.dumps(progress_view(task)))
+    assert estimate(view, history(60), at(80)) == eta(task, history(60), at(80))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    durations=st.lists(st.floats(0.5, 5000), min_size=0, max_size=3),
+    running_for=st.floats(0, 20_000),
+    percent=st.integers(0, 100),
+    with_history=st.booleans(),
+    tables=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_the_interval_always_holds_the_point_and_nothing_is_negative(
+    durations: list[float], running_for: float, percent: int, with_history: bool, tables: int | None
+) -> None:
+    task = plan(tables=tables)
+    clock = finish_steps(task, durations)
+    order = len(durations) + 1
+    task.start_step(order, at=at(clock))
+    if percent:
+        task.report_progress(order, percent, at=at(clock + running_for / 2))
+    e = eta(
+        task,
+        history(90, complexity=task.complexity or "unknown") if with_history else {},
+        at(clock + running_for),
+    )
+    assert e.eta_seconds is not None and e.eta_low_seconds is not None and e.eta_high_seconds is not None
+    assert 0 <= e.eta_low_seconds <= e.eta_seconds <= e.eta_high_seconds
+    assert e.eta_seconds >= 1 and math.isfinite(e.eta_high_seconds)
+    assert e.eta_confidence in ("low", "medium", "high")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading step_stats rows.
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["Create database tables", "Generate form for table 3", "  Deploy!! (v2) ", "Set-up: auth"]
+)
+def test_step_names_group_as_the_projection_groups_them(name: str) -> None:
+    assert normalise_step_name(name) == model.normalise_step_name(name)
+
+
+def test_history_from_step_stats_rows() -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "step_key": "deploy",
+            "complexity": "any",
+            "count": 3,
+            "median_ms": 20.0,
+            "p90_ms": 30.0,
+            "recent": "[10, 20, 30]",
+        },
+        {"step_key": "deploy", "complexity": "simple", "count": 2, "median_ms": 15.0, "p90_ms": 20.0},
+    ]
+    hist = history_from_rows(rows)
+    assert hist[("deploy", "any")] == StepHistory(3, 20.0, 30.0, (10, 20, 30))
+    assert hist[("deploy", "simple")] == StepHistory(2, 15.0, 20.0, ())
+
+
+def test_rows_without_recent_still_give_an_estimate() -> None:
+    bare = {key: StepHistory(h.count, h.median_ms, h.p90_ms) for key, h in history(60).items()}
+    e = eta(plan(), bare, T0)
+    assert e.eta_seconds is not None and 180 <= e.eta_seconds <= 300
