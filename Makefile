@@ -8,7 +8,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit integration bench install clean
+.PHONY: run test lint typecheck unit integration bench install clean browsers
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,7 +30,11 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+# Debian's Chromium and tmux drive the page and terminal tests (the fixtures install them too if missing).
+browsers:
+	@test -x /usr/bin/chromium && test -x /usr/bin/tmux || { apt-get update && apt-get install -y chromium tmux; }
+
+test: install lint typecheck browsers
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 unit: install

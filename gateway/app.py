@@ -19,6 +19,7 @@ from gateway.middleware import AuthMiddleware, SecurityHeaders
 from gateway.notify_routes import NOTIFY_ROUTES, notifier_lifespan
 from gateway.openapi import OPENAPI_ROUTES
 from gateway.ops import OPS_ROUTES, RequestIds
+from gateway.pages import PAGE_ROUTES
 from gateway.problems import EXPECTED_ERRORS, Problem, handle_exception, problem_response
 from gateway.routes import ROUTES
 from gateway.ws import WS_ROUTES
@@ -101,6 +102,7 @@ def create_app(
             log.info("demo_task", progress=f"{base}/api/tasks/{task_id}/progress")
             print(
                 f"\n  Demo task 'Cellphone Store CRM' is running. Watch it:\n"
+                f"    open {base}/tasks/{task_id}\n"
                 f"    curl {base}/api/tasks/{task_id}/progress\n",
                 flush=True,
             )
@@ -119,7 +121,15 @@ def create_app(
             await asyncio.to_thread(runtime.close)
 
     return Starlette(
-        routes=[*ROUTES, *CHAT_ROUTES, *NOTIFY_ROUTES, *WS_ROUTES, *OPS_ROUTES, *OPENAPI_ROUTES],
+        routes=[
+            *ROUTES,
+            *CHAT_ROUTES,
+            *NOTIFY_ROUTES,
+            *WS_ROUTES,
+            *OPS_ROUTES,
+            *OPENAPI_ROUTES,
+            *PAGE_ROUTES,
+        ],
         lifespan=lifespan,
         middleware=[Middleware(RequestIds), Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
         exception_handlers={

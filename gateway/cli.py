@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from rich.table import Table
 from client import cli as worker_cli
 from gateway.app import create_app
 from gateway.ops import configure_logging
+from gateway.watch import watch as watch_progress
 from infra import replay
 from infra.notifyconfig import NotifySettings
 from infra.projector import Projection, Projector
@@ -311,6 +313,15 @@ def run(
     Cancelling the task terminates the command. Exits with the command's exit code.
     """
     raise typer.Exit(worker_cli.run(command, title=title, url=url))
+
+
+@cli.command()
+def watch(
+    task_id: str | None = typer.Argument(None, help="The task to watch; all your tasks when omitted."),
+    url: str | None = typer.Option(None, help="Server URL (default PROGRESSD_URL or http://127.0.0.1:8000)."),
+) -> None:
+    """Watch progress live in the terminal: p pause, r resume, c cancel (twice), q quit."""
+    watch_progress(url or os.environ.get("PROGRESSD_URL") or "http://127.0.0.1:8000", task_id)
 
 
 def main() -> None:

@@ -1,0 +1,456 @@
+"""The progress pages in Debian's Chromium against a real server: live states, buttons, kill and restart.
+
+Each state is saved as a screenshot, /tmp/progressd-<state>.png, to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from tests.e2e.debian import CHROMIUM, CHROMIUM_ARGS, ensure_package
+from tests.e2e.page_server import PageServer
+
+pytestmark = pytest.mark.e2e
+
+SHOTS = Path("/tmp")
+CRM = {
+    "title": "Cellphone Store CRM",
+    "complexity": 4,
+    "steps": [
+        {"name": "Create database tables"},
+        {
+            "name": "Generate application UI",
+            "substeps": ["Customer list view", "Product list view", "Sales form", "Repair board"],
+        },
+        {"name": "Add search and filters"},
+        {"name": "Configure workflows", "requires_approval": True},
+    ],
+}
+SYMBOL = {
+    "completed": "✓",
+    "running": "◐",
+    "pending": "○",
+    "approval": "⚠",
+    "failed": "✕",
+    "paused": "⏸",
+    "skipped": "⤼",
+}
+# Records desktop notifications instead of showing them; permission is granted when the page asks.
+NOTIFICATION_STUB = """
+window.__notes = [];
+window.Notification = class {
+  static permission = "default";
+  static async requestPermission() { this.permission = "granted"; return "granted"; }
+  constructor(title, options) { window.__notes.push({ title, body: options && options.body }); }
+  close() {}
+};
+"""
+
+expect.set_options(timeout=10_000)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    try:
+        return ensure_package(CHROMIUM, "chromium")
+    except RuntimeError as exc:
+        pytest.fail(f"Debian's Chromium is needed for the page tests and could not be installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Path, playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageServer]:
+    srv = PageServer(tmp_path_factory.mktemp("pages"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def api(server: PageServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+def context(browser: Browser, server: PageServer) -> Iterator[BrowserContext]:
+    # Reduced motion: no bar transitions, so a screenshot shows the state the assertions just saw.
+    ctx = browser.new_context(
+        base_url=server.url, viewport={"width": 1100, "height": 1000}, reduced_motion="reduce"
+    )
+    ctx.add_init_script(NOTIFICATION_STUB)
+    yield ctx
+    ctx.close()
+
+
+def open_page(context: BrowserContext, path: str) -> tuple[Page, list[str]]:
+    """A page at path, and the list it adds browser errors to (script errors, CSP violations)."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(path)
+    expect(page.locator("#conn")).to_have_text("Live")
+    return page, errors
+
+
+def post(api: httpx.Client, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = api.post(path, json=body)
+    assert response.status_code in (200, 201), response.text
+    view: dict[str, Any] = response.json()
+    return view
+
+
+def shot(page: Page, state: str) -> None:
+    page.screenshot(path=str(SHOTS / f"progressd-{state}.png"), full_page=True)
+
+
+def expect_matches(page: Page, view: dict[str, Any]) -> None:
+    """The progress box shows exactly this view: version, bar, status, current step, symbols, substeps."""
+    expect(page.locator("#box")).to_have_attribute("data-version", str(view["version"]))
+    bar = page.get_by_role("progressbar", name=view["title"])
+    expect(bar).to_have_attribute("aria-valuenow", str(view["progress"]))
+    expect(page.locator("#percent")).to_have_text(f"{view['progress']}%")
+    symbols = [SYMBOL[s["status"]] for s in view["steps"]]
+    if view["status"] == "cancelled":
+        symbols = [
+            "⊘" if s["status"] in ("running", "paused", "approval") else SYMBOL[s["status"]]
+            for s in view["steps"]
+        ]
+    expect(page.locator("#steps .step > .sym")).to_have_text(symbols)
+    current = view["steps"][view["current_step"] - 1]
+    if view["status"] not in ("completed", "cancelled"):
+        line = f"Step {current['order']} of {view['total_steps']}: {current['name']}"
+        expect(page.locator("#current")).to_have_text(line)
+        if current["substeps"]:
+            done = [("✓" if s["done"] else "[◐○]") for s in current["substeps"]]
+            expect(page.locator("#substeps .sym")).to_have_text([re.compile(d) for d in done])
+    expect(page.locator("#pause")).to_be_visible(visible=view["status"] == "running")
+    expect(page.locator("#resume")).to_be_visible(visible=view["status"] == "paused")
+
+
+def test_the_progress_box_follows_the_crm_task_and_its_buttons_change_it(
+    context: BrowserContext, api: httpx.Client, browser: Browser, server: PageServer
+) -> None:
+    tid = post(api, "/api/tasks", CRM)["task_id"]
+    base = f"/api/tasks/{tid}"
+    page, errors = open_page(context, f"/tasks/{tid}")
+    page.get_by_role("button", name="Enable notifications").click()
+    expect(page.get_by_role("button", name="Enable notifications")).to_be_hidden()
+    expect(page.locator("#title")).to_have_text("Cellphone Store CRM")
+    expect(page.locator("#started")).to_have_text("Started: not yet")
+    expect(page.locator("#eta")).to_have_text("ETA: —")
+    expect_matches(page, api.get(f"{base}/progress").json())
+    shot(page, "pending")
+
+    post(api, f"{base}/steps/1/start")
+    view = post(api, f"{base}/steps/1/progress", {"percent": 60})
+    expect_matches(page, view)
+    assert view["progress"] == 15
+    started = page.locator("#started")
+    expect(started).to_have_text(re.compile(r"^Started: (just now|\d+ s ago)$"))
+    before = started.text_content()
+    assert before is not None
+    expect(started).not_to_have_text(before, timeout=4000)  # no traffic: the page's own clock moves it
+
+    post(api, f"{base}/steps/1/complete")
+    post(api, f"{base}/steps/2/start")
+    post(api, f"{base}/logs", {"level": "info", "message": "created 3 tables", "step": 1})
+    post(api, f"{base}/steps/2/substeps/1/done")
+    post(api, f"{base}/steps/2/substeps/2/done")
+    view = post(api, f"{base}/steps/2/progress", {"percent": 60})
+    expect_matches(page, view)
+    expect(page.locator("#current")).to_have_text("Step 2 of 4: Generate application UI")
+    expect(page.locator("#substeps li")).to_have_text(
+        [
+            re.compile(r"Customer list view\s*✓"),
+            re.compile(r"Product list view\s*✓"),
+            re.compile(r"Sales form\s*◐\s*\(in progress\)"),
+            re.compile(r"Repair board\s*○\s*\(pending\)"),
+        ]
+    )
+    expect(page.locator("#logs")).to_contain_text("created 3 tables")
+    shot(page, "running")
+    for name, options in {
+        "running-dark": {"color_scheme": "dark"},
+        "running-phone": {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2},
+        "running-phone-dark": {"viewport": {"width": 390, "height": 844}, "color_scheme": "dark"},
+    }.items():
+        other = browser.new_context(base_url=server.url, reduced_motion="reduce", **options)  # type: ignore[arg-type]
+        other_page = other.new_page()
+        other_page.goto(f"/tasks/{tid}")
+        expect_matches(other_page, view)
+        shot(other_page, name)
+        other.close()
+
+    # Pause and resume from the page.
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#status")).to_have_text("⏸ Paused")
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    view = api.get(f"{base}/progress").json()
+    assert view["status"] == "paused" and view["steps"][1]["status"] == "paused"
+    expect_matches(page, view)
+    shot(page, "paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#status")).to_have_text("◐ Running")
+    assert api.get(f"{base}/progress").json()["status"] == "running"
+
+    # A failed step shows its error; Retry in the page runs it again.
+    post(api, f"{base}/steps/2/complete")
+    post(api, f"{base}/steps/3/start")
+    view = post(api, f"{base}/steps/3/fail", {"error": "index missing on customers.phone"})
+    expect_matches(page, view)
+    expect(page.locator("#failure")).to_contain_text("Step 3 failed: Add search and filters")
+    expect(page.locator("#failure-msg")).to_have_text("index missing on customers.phone")
+    expect(page.locator("#status")).to_have_text("✕ Failed")
+    expect(page.get_by_role("button", name="Skip step")).to_be_visible()
+    shot(page, "failed")
+    page.get_by_role("button", name="Retry step").click()
+    expect(page.locator("#failure")).to_be_hidden()
+    view = api.get(f"{base}/progress").json()
+    assert view["status"] == "running" and view["steps"][2]["attempts"] == 2
+    expect_matches(page, view)
+
+    # Approval: the step waits with its message; Approve in the page lets it run.
+    post(api, f"{base}/steps/3/complete")
+    view = post(api, f"{base}/steps/4/start")
+    expect_matches(page, view)
+    expect(page.locator("#approval-h")).to_have_text("⚠ Approval required for Step 4: Configure workflows")
+    expect(page.locator("#approval-msg")).to_have_text("Approve step 4: Configure workflows?")
+    expect(page.locator("#status")).to_have_text("⚠ Needs approval")
+    shot(page, "approval")
+    page.get_by_label("Comment").fill("looks good")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#approval")).to_be_hidden()
+    events = api.get(f"{base}/events").json()["events"]
+    assert events[-1]["type"] == "Approved" and events[-1]["data"]["comment"] == "looks good"
+
+    view = post(api, f"{base}/steps/4/complete", {"result": "CRM ready"})
+    expect_matches(page, view)
+    expect(page.locator("#status")).to_have_text("✓ Completed")
+    expect(page.locator("#outcome")).to_have_text("✓ Completed: CRM ready")
+    expect(page.locator("#eta")).to_have_text(re.compile(r"^Finished: .* · took \d+ s$"))
+    shot(page, "completed")
+
+    notes = [n["title"] for n in page.evaluate("window.__notes")]
+    assert notes == [
+        "Your Cellphone Store CRM task has started",
+        "Step 1 complete: Create database tables",
+        "Step 2 complete: Generate application UI",
+        "❌ Task failed at Step 3",
+        "Step 3 complete: Add search and filters",
+        "⚠️ Approval required for Step 4",
+        "Step 4 complete: Configure workflows",
+        "✅ Your Cellphone Store CRM is ready!",
+    ]
+
+    # Restart makes a new task with the same plan and takes the page there.
+    page.get_by_role("button", name="Restart").click()
+    expect(page).not_to_have_url(re.compile(f"/tasks/{tid}$"))
+    new_id = api.get(f"{base}/progress").json()["restarted_as"]
+    assert new_id and page.url.endswith(f"/tasks/{new_id}")
+    expect_matches(page, api.get(f"/api/tasks/{new_id}/progress").json())
+    assert errors == []
+
+
+def test_after_a_server_kill_the_page_reconnects_from_its_cursor_to_the_exact_state(
+    context: BrowserContext, api: httpx.Client, server: PageServer
+) -> None:
+    tid = post(api, "/api/tasks", CRM)["task_id"]
+    base = f"/api/tasks/{tid}"
+    post(api, f"{base}/steps/1/start")
+    sockets: list[str] = []
+    page = context.new_page()
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(f"/tasks/{tid}")
+    expect(page.locator("#conn")).to_have_text("Live")
+    expect_matches(page, api.get(f"{base}/progress").json())
+
+    server.kill()
+    expect(page.locator("#conn")).to_have_text(re.compile("^Reconnecting…"))
+    expect(page.locator("#box")).to_have_attribute("data-stale", "true")
+    shot(page, "reconnecting")
+    server.start()
+    # Changes the page has not seen, some perhaps before it is back: it must replay them from its cursor.
+    post(api, f"{base}/steps/1/complete")
+    post(api, f"{base}/steps/2/start")
+    post(api, f"{base}/steps/2/substeps/1/done")
+    post(api, f"{base}/logs", {"level": "warning", "message": "slow disk while the page was away", "step": 2})
+    post(api, f"{base}/pause")
+    expect(page.locator("#conn")).to_have_text("Live", timeout=20_000)
+    view = api.get(f"{base}/progress").json()
+    expect_matches(page, view)
+    expect(page.locator("#logs")).to_contain_text("slow disk while the page was away")
+    assert re.search(r"\?after=\d+(\.\d+)?$", sockets[-1]), sockets
+    shot(page, "recovered")
+
+    # By keyboard: Enter on Resume, and the focus moves to Pause, the button that took its place.
+    page.get_by_role("button", name="Resume").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text("◐ Running")
+    expect(page.get_by_role("button", name="Pause")).to_be_focused()
+
+    # Skip a failed step (shown struck through), then cancel from the page (it asks once more).
+    view = post(api, f"{base}/steps/2/fail", {"error": "template engine crashed"})
+    expect(page.locator("#failure-msg")).to_have_text("template engine crashed")
+    page.get_by_role("button", name="Skip step").click()
+    expect(page.locator("#steps .step").nth(1)).to_have_attribute("data-state", "skipped")
+    expect(page.locator("#steps .step").nth(1).locator(".step-name")).to_have_css(
+        "text-decoration-line", "line-through"
+    )
+    post(api, f"{base}/steps/3/start")
+    cancel = page.get_by_role("button", name="Cancel")
+    cancel.click()
+    page.get_by_role("button", name="Confirm cancel").click()
+    expect(page.locator("#status")).to_have_text("⊘ Cancelled")
+    view = api.get(f"{base}/progress").json()
+    assert view["status"] == "cancelled"
+    expect_matches(page, view)
+    expect(page.get_by_role("button", name="Restart")).to_be_visible()
+    shot(page, "cancelled")
+
+
+def test_the_task_list_updates_live(context: BrowserContext, api: httpx.Client, browser: Browser) -> None:
+    page, errors = open_page(context, "/")
+    expect(page.locator("#tasks")).to_have_attribute("data-loaded", "true")
+    tid = post(
+        api,
+        "/api/tasks",
+        {"title": "Nightly data import", "steps": [{"name": "Download"}, {"name": "Load"}]},
+    )["task_id"]
+    row = page.locator(f'li[data-task="{tid}"]')
+    expect(page.locator("#tasks > li").first).to_have_attribute("data-task", tid)  # newest first
+    expect(row.locator(".task-title")).to_have_text("Nightly data import")
+    expect(row.locator(".sym")).to_have_text("○")
+    expect(row.locator(".task-eta")).to_have_text("ETA: —")
+
+    post(api, f"/api/tasks/{tid}/steps/1/start")
+    post(api, f"/api/tasks/{tid}/steps/1/progress", {"percent": 50})
+    expect(row.locator(".sym")).to_have_text("◐")
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "25")
+    expect(row.locator(".task-sub")).to_have_text("Step 1 of 2: Download")
+
+    post(api, f"/api/tasks/{tid}/steps/1/complete")
+    post(api, f"/api/tasks/{tid}/steps/2/approval", {"message": "Load into production?"})
+    expect(row.locator(".sym")).to_have_text("⚠")
+    expect(row.locator(".badge")).to_have_text("Needs approval")
+    expect(page.locator("#summary")).to_contain_text("1 needs attention")
+    shot(page, "list")
+    for name, options in {
+        "list-dark": {"color_scheme": "dark"},
+        "list-phone": {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2},
+    }.items():
+        other = browser.new_context(base_url=page.url, reduced_motion="reduce", **options)  # type: ignore[arg-type]
+        other_page = other.new_page()
+        other_page.goto("/")
+        expect(other_page.locator(f'li[data-task="{tid}"] .sym')).to_have_text("⚠")
+        shot(other_page, name)
+        other.close()
+
+    post(api, f"/api/tasks/{tid}/steps/2/approve")
+    post(api, f"/api/tasks/{tid}/steps/2/complete")
+    expect(row.locator(".sym")).to_have_text("✓")
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(row.locator(".task-eta")).to_have_text(re.compile(r"ago$|^just now$"))
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(f"/tasks/{tid}$"))
+    expect(page.locator("#status")).to_have_text("✓ Completed")
+    assert errors == []
+
+
+def test_times_and_the_eta_read_like_the_spec(context: BrowserContext) -> None:
+    """The page's own clock: an ETA (with its interval on hover) counts down from the view's updated_at."""
+    page, errors = open_page(context, "/")
+    got = page.evaluate(
+        """async () => {
+          const m = await import("/static/model.js");
+          const now = Date.parse("2024-01-15T10:02:00Z");
+          const view = { status: "running", updated_at: "2024-01-15T10:01:30.000Z",
+                         eta_seconds: 210, eta_low_seconds: 150, eta_high_seconds: 330 };
+          return {
+            running: m.etaText(view, now),
+            paused: m.etaText({ ...view, status: "paused" }, now).text,
+            unknown: m.etaText({ ...view, eta_seconds: null }, now).text,
+            overdue: m.etaText({ ...view, eta_seconds: 20 }, now).text,
+            started: m.ago("2024-01-15T10:00:00.000Z", now),
+            seconds: m.ago("2024-01-15T10:01:18.000Z", now),
+            took: m.duration(75000),
+          };
+        }"""
+    )
+    assert got == {
+        "running": {"text": "3 min remaining", "hint": "Likely between 2 min and 5 min from now"},
+        "paused": "4 min remaining (paused)",
+        "unknown": "—",
+        "overdue": "any moment now",
+        "started": "2 min ago",
+        "seconds": "42 s ago",
+        "took": "1 min 15 s",
+    }
+    assert errors == []
+
+
+def test_a_task_that_is_not_there_says_so(context: BrowserContext) -> None:
+    page = context.new_page()
+    page.goto("/tasks/00000000-0000-4000-8000-000000000000")
+    expect(page.locator("#title")).to_have_text("Task not found")
+    expect(page.locator("#conn")).to_have_text("Not found")
+    expect(page.get_by_role("link", name="← All tasks")).to_be_visible()
+    expect(page.get_by_role("progressbar")).to_be_hidden()
+
+
+def test_with_api_tokens_the_page_asks_for_one_and_keeps_it(browser: Browser, tmp_path: Path) -> None:
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", "token", "create", "--role", "owner", "--owner", "alice"],
+        env={**os.environ, "PROGRESSD_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    server = PageServer(tmp_path)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
+            tid = post(api, "/api/tasks", CRM)["task_id"]
+            post(api, f"/api/tasks/{tid}/steps/1/start")
+        context = browser.new_context(base_url=server.url, reduced_motion="reduce")
+        page = context.new_page()
+        page.goto(f"/tasks/{tid}")
+        dialog = page.get_by_role("dialog", name="Sign in")
+        expect(dialog).to_be_visible()
+        shot(page, "signin")
+        page.get_by_label("API token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#conn")).to_have_text("Live")
+        expect(page.locator("#current")).to_have_text("Step 1 of 4: Create database tables")
+        page.get_by_role("button", name="Pause").click()
+        expect(page.locator("#status")).to_have_text("⏸ Paused")
+        page.goto("/")  # the token is remembered
+        expect(page.locator(f'li[data-task="{tid}"] .badge')).to_have_text("Paused")
+        expect(dialog).to_be_hidden()
+        context.close()
+    finally:
+        server.stop()
