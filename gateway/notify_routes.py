@@ -241,6 +241,11 @@ async def notifier_lifespan(app: Starlette, config: NotifySettings | None = None
     await worker.start()
     rt.projector.listeners.append(lambda name, _position: worker.wake() if name == "notifications" else None)
     app.state.notifier = worker
+    rt.metrics.probe(
+        "progressd_notification_outbox_depth",
+        "Notifications waiting to be delivered.",
+        lambda: [({}, float(worker.store.depth()))] if worker.is_open else [],
+    )
     try:
         yield worker
     finally:

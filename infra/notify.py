@@ -68,6 +68,10 @@ class Notifier:
         self.failed = 0
 
     @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
+    @property
     def store(self) -> NotifyStore:
         if self._store is None:
             raise RuntimeError("the notifier is not open: call `await notifier.open()` or `start()` first")

@@ -321,6 +321,13 @@ class NotifyStore:
             {"now": now, "limit": limit},
         )
 
+    def depth(self) -> int:
+        """Notifications waiting to be sent (pending or being sent): the outbox depth operators watch."""
+        rows = self.db.query(
+            "SELECT COUNT(*) AS n FROM notification_deliveries WHERE state IN ('pending', 'sending')"
+        )
+        return int(rows[0]["n"]) if rows else 0
+
     def next_due(self) -> float | None:
         """When the earliest pending row falls due (or a lease runs out), for the worker's sleep."""
         rows = self.db.query(

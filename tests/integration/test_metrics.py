@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
+from infra.notifyconfig import NotifySettings
 from infra.settings import Settings
 
 PLAN = {"title": "CRM", "steps": [{"name": "a"}]}
@@ -78,3 +79,16 @@ def test_requests_carry_ids(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         assert len(client.get("/healthz").headers["x-request-id"]) == 32
         assert client.get("/healthz", headers={"X-Request-Id": "abc-1"}).headers["x-request-id"] == "abc-1"
+
+
+def test_notification_outbox_depth_moves(tmp_path: Path) -> None:
+    # A chat webhook nobody listens on: the "task started" chat notification waits in the outbox.
+    notify = NotifySettings(chat_webhook_url="http://127.0.0.1:9/hook")
+    with TestClient(create_app(Settings(data_dir=tmp_path), notify=notify)) as client:
+        assert sample(client.get("/metrics").text, "progressd_notification_outbox_depth") == 0
+        tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
+        client.post(f"/api/tasks/{tid}/steps/1/start")
+        deadline = time.monotonic() + 10
+        while sample(client.get("/metrics").text, "progressd_notification_outbox_depth") < 1:
+            assert time.monotonic() < deadline, "the outbox never held the undeliverable notification"
+            time.sleep(0.05)
