@@ -8,7 +8,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit integration bench install clean browsers
+.PHONY: run test lint typecheck unit integration bench bench-quick bench-eta install clean browsers
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,6 +39,10 @@ test: install lint typecheck browsers
 
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
+
+TRACES ?=
+bench-eta: install
+	$(VENV)/bin/python -m bench.eta $(if $(QUICK),--quick) $(if $(TRACES),--traces $(TRACES))
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

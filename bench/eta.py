@@ -1,4 +1,4 @@
-"""How good are the time estimates? `python -m bench.eta [--quick] [--traces file.csv] [--out bench/RESULTS.md]`.
+"""How good are the time estimates? `python -m bench.eta [--quick] [--traces f.csv] [--out bench/RESULTS.md]`.
 
 A simulator produces tasks with 1-8 tables: per step kind a log-normal duration with complexity and table
 effects, per-task speed factors, run-to-run noise, rare stalls that freeze progress, pauses, workers that
@@ -7,8 +7,9 @@ report no progress at all, and a speed that drifts over the weeks. Every task is
 tasks are replayed in time order: their history is the `step_stats` table as it stood when they started,
 their view at 10/25/50/75% of their true duration is read back through the `event_index` projection and the
 store (the API's time travel), and `domain.eta.estimate` is asked with `now` = that moment. Side by side:
-the naive linear ETA (elapsed / percent) and an oracle that knows every step's expected duration (task speed,
-tables and drift included) but not its noise. `--traces` does the same on recorded runs.
+the naive linear ETA (elapsed / percent) and two oracles that know every step's expected duration but not
+its noise: one knows the run's own speed factor, the other counts it as noise. `--traces` does the same on
+recorded runs (no oracle there).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -42,7 +44,7 @@ from infra.settings import Settings
 CHECKPOINTS = (0.10, 0.25, 0.50, 0.75)
 CLASSES = ("simple", "medium", "complex")
 BANDS = {"simple": 0.20, "medium": 0.30, "complex": 0.50}
-METHODS = ("estimator", "linear", "oracle")
+METHODS = ("estimator", "linear", "oracle", "oracle w/o speed")
 SIM_NAMESPACE = UUID("3c0e9a52-6f1d-4b7e-8a2c-9d4f1e6b7a30")
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 
@@ -78,6 +80,14 @@ STALL_SHARE, STALL_TIMES = 0.03, (3.0, 8.0)  # a stalled step takes 3-8 times as
 PAUSE_SHARE, PAUSE_MINUTES = 0.05, (2.0, 30.0)
 SILENT_SHARE = 0.25  # workers that only report start and complete
 ARRIVAL_MINUTES = 90.0  # mean time between task starts
+SIMULATOR = (
+    f"- simulator: {len(KINDS)} step kinds (one form step per table), log-normal run-to-run noise of log sd "
+    f"0.25-0.45 (±28-57% at one sd), a per-run speed factor (log sd {TASK_SIGMA}), complexity x0.9/1.0/1.2 "
+    f"and tables^0-0.8 per kind, {STALL_SHARE:.0%} of steps stall {STALL_TIMES[0]:.0f}-{STALL_TIMES[1]:.0f} "
+    f"times longer with progress frozen, {PAUSE_SHARE:.0%} of runs pause 2-30 min (the truth includes it), "
+    f"{SILENT_SHARE:.0%} of workers report no progress, and the speed drifts {DRIFT_SIGMA_PER_DAY:.1%} a day "
+    "(a random walk in log)."
+)
 
 
 @dataclass
@@ -110,17 +120,23 @@ class SimTask:
         return complexity_class(self.tables) or "medium"
 
 
-def _drift(rng: random.Random, days: int) -> list[float]:
-    walk = [0.0]
-    for _ in range(days):
-        walk.append(walk[-1] + rng.gauss(0, DRIFT_SIGMA_PER_DAY))
-    return walk
+class Drift:
+    """The global speed over the days: a random walk in log space (speeds drift over weeks)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.walk = [0.0]
+
+    def factor(self, day: int) -> float:
+        while len(self.walk) <= day:
+            self.walk.append(self.walk[-1] + self.rng.gauss(0, DRIFT_SIGMA_PER_DAY))
+        return math.exp(self.walk[day])
 
 
 def simulate(n: int, seed: int) -> list[SimTask]:
     """n tasks in start order over about n * 90 minutes."""
     rng = random.Random(seed)
-    drift = _drift(rng, int(n * ARRIVAL_MINUTES / 1440) + 2)
+    drift = Drift(random.Random(seed + 1))
     tasks = []
     at = T0
     for index in range(n):
@@ -128,7 +144,7 @@ def simulate(n: int, seed: int) -> list[SimTask]:
         tables = rng.randint(1, 8)
         klass = complexity_class(tables) or "medium"
         speed = math.exp(rng.gauss(0, TASK_SIGMA))
-        scale = speed * CLASS_FACTOR[klass] * math.exp(drift[(at - T0).days])
+        scale = speed * CLASS_FACTOR[klass] * drift.factor((at - T0).days)
         silent = rng.random() < SILENT_SHARE
         steps = []
         for name, kind in KINDS:
@@ -231,9 +247,9 @@ def write_traces(tasks: Sequence[SimTask], path: Path) -> None:
         for task in tasks:
             agg = sim_task(task)
             for step in agg.steps:
+                times = (iso(step.started_at), iso(step.finished_at))
                 out.writerow(
-                    [f"sim-{task.index}", task.tables, step.order, step.name]
-                    + [iso(step.started_at), iso(step.finished_at), len(step.substeps)]
+                    [f"sim-{task.index}", task.tables, step.order, step.name, *times, len(step.substeps)]
                 )
 
 
@@ -249,7 +265,8 @@ class Case:
     start: datetime
     finish: datetime
     build: Callable[[], Task]
-    oracle: list[tuple[float, float]] | None = None  # per step: expected median ms and log sd
+    expected: list[tuple[float, float]] | None = None  # per step: median ms (task speed included), log sd
+    speed: float = 1.0  # the run's own speed factor (simulated runs)
     freezes: list[tuple[int, int] | None] | None = None
 
 
@@ -263,8 +280,9 @@ def sim_cases(tasks: Sequence[SimTask]) -> list[Case]:
                 task.klass,
                 task.start,
                 finish,
-                lambda task=task: sim_task(task),  # type: ignore[misc]
+                partial(sim_task, task),
                 [(s.median_ms, s.sigma) for s in task.steps],
+                task.speed,
                 [s.freeze for s in task.steps],
             )
         )
@@ -275,16 +293,8 @@ def trace_cases(path: Path) -> list[Case]:
     out = []
     for trace in read_traces(path):
         klass = trace.complexity or complexity_class(trace.tables) or "medium"
-        tid = import_id("bench", trace.task_id)
-        out.append(
-            Case(
-                trace.task_id,
-                klass,
-                trace.started_at,
-                trace.finished_at,
-                lambda trace=trace, tid=tid: trace_task(trace, "bench", tid),  # type: ignore[misc]
-            )
-        )
+        build = partial(trace_task, trace, "bench", import_id("bench", trace.task_id))
+        out.append(Case(trace.task_id, klass, trace.started_at, trace.finished_at, build))
     return out
 
 
@@ -317,7 +327,7 @@ class Store:
         )
 
     def view_at(self, task_id: UUID, at: datetime) -> dict[str, Any] | None:
-        """The progress view as it stood at an instant, as GET …/progress?at= serves it."""
+        """The progress view as it stood at an instant, as GET .../progress?at= serves it."""
         self.sync()
         found = self.rt.read.seq_at(task_id, at=iso(at))
         return None if found is None else self.rt.service.view_sync(task_id, None, found[0])
@@ -336,26 +346,27 @@ def fresh_store() -> Iterator[Store]:
             store.close()
 
 
-# ---- the three estimators ---------------------------------------------------------------------------------
+# ---- the reference estimators -----------------------------------------------------------------------------
 
 
-def _ms(view_time: str | None) -> datetime | None:
-    return datetime.fromisoformat(view_time.replace("Z", "+00:00")) if view_time else None
+def _time(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
 
 
 def elapsed_work(view: dict[str, Any], step: dict[str, Any], now: datetime) -> float:
+    """A step's work so far: work_ms as of the view, plus the time since while it is running."""
     work = float(step.get("work_ms") or 0)
     if step["status"] == "running" and view["status"] == "running":
-        updated = _ms(view["updated_at"]) or now
+        updated = _time(view["updated_at"]) or now
         work += max(0.0, (now - updated).total_seconds() * 1000)
     return work
 
 
 def linear_ms(view: dict[str, Any], now: datetime) -> float | None:
-    """The usual home-made ETA: time since start times (100 - percent) / percent."""
-    started = _ms(view["started_at"])
+    """The usual home-made ETA: time since the start times (100 - percent) / percent."""
+    started = _time(view["started_at"])
     steps = view["steps"]
-    percent = sum(s["weight"] * s["progress"] for s in steps) / sum(s["weight"] for s in steps)
+    percent: float = sum(s["weight"] * s["progress"] for s in steps) / sum(s["weight"] for s in steps)
     if started is None or percent <= 0:
         return None
     return (now - started).total_seconds() * 1000 * (100 - percent) / percent
@@ -367,13 +378,19 @@ def _log_q(x: float) -> float:
     return -x * x / 2 - math.log(x) - 0.5 * math.log(2 * math.pi) + math.log1p(-1 / (x * x))
 
 
-def oracle_ms(view: dict[str, Any], case: Case, now: datetime) -> float:
-    """Expected remaining time knowing each step's true expected duration, not its noise or stalls."""
-    assert case.oracle is not None
+def oracle_ms(view: dict[str, Any], case: Case, now: datetime, knows_speed: bool = True) -> float:
+    """Expected remaining time from every step's true expected duration; not its noise, nor stalls.
+
+    With knows_speed=False the run's own speed factor counts as noise too: the oracle then knows the step
+    kind, tables, complexity and the drift of the day, and expects the population's duration.
+    """
+    assert case.expected is not None
     total = 0.0
     for step in view["steps"]:
-        median, sigma = case.oracle[step["order"] - 1]
+        median, sigma = case.expected[step["order"] - 1]
         m, v = math.log(median), sigma * sigma
+        if not knows_speed:
+            m, v = m - math.log(case.speed), v + TASK_SIGMA**2
         if step["status"] == "pending":
             total += math.exp(m + v / 2)
         elif step["status"] in ("running", "paused", "approval"):
@@ -381,8 +398,8 @@ def oracle_ms(view: dict[str, Any], case: Case, now: datetime) -> float:
             if e <= 0:
                 total += math.exp(m + v / 2)
                 continue
-            a = (math.log(e) - m) / sigma
-            total += max(math.exp(m + v / 2 + _log_q(a - sigma) - _log_q(a)) - e, 0.0)
+            a = (math.log(e) - m) / math.sqrt(v)
+            total += max(math.exp(m + v / 2 + _log_q(a - math.sqrt(v)) - _log_q(a)) - e, 0.0)
     return total
 
 
@@ -399,44 +416,42 @@ class Record:
     ape: float  # |estimate - truth| / truth; 1.0 when the method gave no estimate
     in_band: bool
     covered: bool | None = None
+    ratio: float = 1.0  # estimate / truth
     confidence: str | None = None
     attention: bool = False
     frozen: bool = False
-    ratio: float = 1.0  # estimate / truth
 
 
 def judge(case: Case, frac: float, view: dict[str, Any], history: History, now: datetime) -> list[Record]:
-    """The three estimates at one moment, against the truth."""
+    """Every method's estimate at one moment, against the truth."""
     truth = (case.finish - now).total_seconds() * 1000
     band = BANDS[case.klass]
     est = estimate(view, history, now)
-    frozen = _frozen(case, view, now)
-    out = []
     assert (
         est.eta_seconds is not None and est.eta_low_seconds is not None and est.eta_high_seconds is not None
     )
     ape = abs(est.eta_seconds * 1000 - truth) / truth
-    covered = est.eta_low_seconds * 1000 <= truth <= est.eta_high_seconds * 1000
-    out.append(
+    out = [
         Record(
             case.klass,
             frac,
             "estimator",
             ape,
             ape <= band,
-            covered,
+            est.eta_low_seconds * 1000 <= truth <= est.eta_high_seconds * 1000,
+            est.eta_seconds * 1000 / truth,
             est.eta_confidence,
             est.needs_attention,
-            frozen,
-            est.eta_seconds * 1000 / truth,
+            _frozen(case, view, now),
         )
-    )
-    lin = linear_ms(view, now)
-    lin_ape = 1.0 if lin is None else abs(lin - truth) / truth
-    out.append(Record(case.klass, frac, "linear", lin_ape, lin is not None and lin_ape <= band))
-    if case.oracle is not None:
-        ora_ape = abs(oracle_ms(view, case, now) - truth) / truth
-        out.append(Record(case.klass, frac, "oracle", ora_ape, ora_ape <= band))
+    ]
+    guesses = {"linear": linear_ms(view, now)}
+    if case.expected is not None:
+        guesses["oracle"] = oracle_ms(view, case, now)
+        guesses["oracle w/o speed"] = oracle_ms(view, case, now, knows_speed=False)
+    for method, guess in guesses.items():
+        err = 1.0 if guess is None else abs(guess - truth) / truth
+        out.append(Record(case.klass, frac, method, err, guess is not None and err <= band))
     return out
 
 
@@ -454,8 +469,8 @@ def _frozen(case: Case, view: dict[str, Any], now: datetime) -> bool:
 
 
 def walk_forward(history_cases: Sequence[Case], held_out: Sequence[Case]) -> list[Record]:
-    """Replay runs in time order: a run joins the history when it finishes; held-out runs are judged
-    against the history as it stood when they started, their views read back from the store."""
+    """Replay runs in time order: a run joins the log when it finishes; a held-out run is judged against
+    step_stats as it stood when it started, its views read back from the store (time travel)."""
     timeline: list[tuple[datetime, int, str, Case]] = [(c.finish, 0, "save", c) for c in history_cases]
     timeline += [(c.finish, 0, "save", c) for c in held_out] + [(c.start, 1, "read", c) for c in held_out]
     timeline.sort(key=lambda item: (item[0], item[1]))
@@ -471,12 +486,12 @@ def walk_forward(history_cases: Sequence[Case], held_out: Sequence[Case]) -> lis
             store.save(task)
             if case.key not in held:
                 continue
-            duration = case.finish - case.start
+            history = snapshots.pop(case.key)
             for frac in CHECKPOINTS:
-                now = case.start + duration * frac
+                now = case.start + (case.finish - case.start) * frac
                 view = store.view_at(task.id, now)
                 if view is not None:
-                    records.extend(judge(case, frac, view, snapshots[case.key], now))
+                    records.extend(judge(case, frac, view, history, now))
     return records
 
 
@@ -491,12 +506,14 @@ def task_at(events: Sequence[Any], at: datetime) -> Task:
     return agg
 
 
-def learning_curve(cases: Sequence[Case], sizes: Sequence[int], held_out: Sequence[Case]) -> list[Any]:
-    """The estimator against a fixed set of runs, with the last N finished runs before them as history."""
+def learning_curve(
+    cases: Sequence[Case], sizes: Sequence[int], held_out: Sequence[Case]
+) -> list[tuple[int, list[Record]]]:
+    """The estimator on a fixed set of runs, with the last N runs that finished before them as history."""
     first = min(c.start for c in held_out)
     before = sorted((c for c in cases if c.finish <= first), key=lambda c: c.finish)
-    rows = []
     prepared = [(c, c.build().collect_events()) for c in held_out]
+    rows = []
     for n in sizes:
         if n > len(before):
             break
@@ -506,9 +523,8 @@ def learning_curve(cases: Sequence[Case], sizes: Sequence[int], held_out: Sequen
             history = store.history()
         records: list[Record] = []
         for case, events in prepared:
-            duration = case.finish - case.start
             for frac in CHECKPOINTS:
-                now = case.start + duration * frac
+                now = case.start + (case.finish - case.start) * frac
                 view = progress_view(task_at(events, now))
                 records.extend(r for r in judge(case, frac, view, history, now) if r.method == "estimator")
         rows.append((n, records))
@@ -519,7 +535,7 @@ def learning_curve(cases: Sequence[Case], sizes: Sequence[int], held_out: Sequen
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -534,18 +550,37 @@ def _pick(records: Sequence[Record], **match: Any) -> list[Record]:
     return [r for r in records if all(getattr(r, k) == v for k, v in match.items())]
 
 
-def headline(records: Sequence[Record], oracle: bool) -> tuple[list[str], list[str]]:
-    """The table at 50% and the done-when checks."""
-    methods = [m for m in METHODS if oracle or m != "oracle"]
-    cols = " | ".join(f"MdAPE {m}" for m in methods) + " | " + " | ".join(f"in band {m}" for m in methods)
+def _methods(records: Sequence[Record]) -> list[str]:
+    present = {r.method for r in records}
+    return [m for m in METHODS if m in present]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _check(value: float | None, ok: bool, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit} {'✓' if ok else '✗'}"
+
+
+def headline(records: Sequence[Record]) -> tuple[list[str], list[str]]:
+    """The table at 50% of the true duration, and the issue's done-when checks."""
+    methods = _methods(records)
+    oracles = [m for m in methods if m.startswith("oracle")]
     table = [
-        f"| class (band) | runs | {cols} | 80% interval coverage |",
+        "| class (band) | runs | "
+        + " | ".join(f"MdAPE {m}" for m in methods)
+        + " | "
+        + " | ".join(f"in band {m}" for m in methods)
+        + " | 80% interval coverage |",
         "|---" * (3 + 2 * len(methods)) + "|",
     ]
     checks = [
-        "| class | in band vs oracle (≥ 0.90) | MdAPE vs oracle (≤ 1.5×) | MdAPE vs linear (≤ 0.70×) "
-        "| coverage (75–85%) |",
-        "|---|---|---|---|---|",
+        "| class | "
+        + " | ".join(f"in band vs {o} (>= 0.90) | MdAPE vs {o} (<= 1.5x)" for o in oracles)
+        + (" | " if oracles else "")
+        + "MdAPE vs linear (<= 0.70x) | coverage (75-85%) |",
+        "|---" * (3 + 2 * len(oracles)) + "|",
     ]
     for klass in CLASSES:
         at = {m: _pick(records, klass=klass, frac=0.5, method=m) for m in methods}
@@ -554,31 +589,21 @@ def headline(records: Sequence[Record], oracle: bool) -> tuple[list[str], list[s
         md = {m: _mdape(at[m]) for m in methods}
         band = {m: _share([r.in_band for r in at[m]]) for m in methods}
         cover = _share([bool(r.covered) for r in at["estimator"]])
-        row = " | ".join(_pct(md[m]) for m in methods) + " | " + " | ".join(_pct(band[m]) for m in methods)
-        table.append(f"| {klass} (±{BANDS[klass]:.0%}) | {len(at['estimator'])} | {row} | {_pct(cover)} |")
-        lin_ratio = (md["estimator"] or 0) / md["linear"] if md["linear"] else None
-        lin_ok = lin_ratio is not None and lin_ratio <= 0.70
-        cov_ok = cover is not None and 0.75 <= cover <= 0.85
-        if oracle:
-            band_ratio = (band["estimator"] or 0) / band["oracle"] if band["oracle"] else None
-            md_ratio = (md["estimator"] or 0) / md["oracle"] if md["oracle"] else None
-            band_cell = _check(band_ratio, band_ratio is not None and band_ratio >= 0.9, "")
-            md_cell = _check(md_ratio, md_ratio is not None and md_ratio <= 1.5, "×")
-        else:
-            band_cell = md_cell = "– (no oracle for recorded runs)"
-        checks.append(
-            f"| {klass} | {band_cell} | {md_cell} | {_check(lin_ratio, lin_ok, '×')} "
-            f"| {_pct(cover)} {'✓' if cov_ok else '✗'} |"
-        )
+        cells = " | ".join(_pct(md[m]) for m in methods) + " | " + " | ".join(_pct(band[m]) for m in methods)
+        table.append(f"| {klass} (±{BANDS[klass]:.0%}) | {len(at['estimator'])} | {cells} | {_pct(cover)} |")
+        row = [klass]
+        for o in oracles:
+            b, m = _ratio(band["estimator"], band[o]), _ratio(md["estimator"], md[o])
+            row += [_check(b, b is not None and b >= 0.9), _check(m, m is not None and m <= 1.5, "x")]
+        lin = _ratio(md["estimator"], md["linear"])
+        row.append(_check(lin, lin is not None and lin <= 0.70, "x"))
+        row.append(f"{_pct(cover)} {'✓' if cover is not None and 0.75 <= cover <= 0.85 else '✗'}")
+        checks.append("| " + " | ".join(row) + " |")
     return table, checks
 
 
-def _check(value: float | None, ok: bool, unit: str) -> str:
-    return "–" if value is None else f"{value:.2f}{unit} {'✓' if ok else '✗'}"
-
-
-def by_checkpoint(records: Sequence[Record], oracle: bool) -> list[str]:
-    methods = [m for m in METHODS if oracle or m != "oracle"]
+def by_checkpoint(records: Sequence[Record]) -> list[str]:
+    methods = _methods(records)
     out = [
         "| class | at | " + " | ".join(f"MdAPE {m}" for m in methods) + " | in band estimator | coverage |",
         "|---" * (4 + len(methods)) + "|",
@@ -600,11 +625,15 @@ def by_checkpoint(records: Sequence[Record], oracle: bool) -> list[str]:
 
 def confidence_table(records: Sequence[Record]) -> list[str]:
     est = _pick(records, method="estimator")
-    out = ["| eta_confidence | share of estimates | MdAPE | coverage |", "|---|---|---|---|"]
+    out = [
+        "| eta_confidence | share of estimates | in band | MdAPE | coverage |",
+        "|---|---|---|---|---|",
+    ]
     for label in ("high", "medium", "low"):
         picked = [r for r in est if r.confidence == label]
         out.append(
-            f"| {label} | {_pct(_share([r.confidence == label for r in est]))} | {_pct(_mdape(picked))} "
+            f"| {label} | {_pct(_share([r.confidence == label for r in est]))} "
+            f"| {_pct(_share([r.in_band for r in picked]))} | {_pct(_mdape(picked))} "
             f"| {_pct(_share([bool(r.covered) for r in picked]))} |"
         )
     return out
@@ -614,102 +643,124 @@ def stall_lines(records: Sequence[Record]) -> list[str]:
     est = _pick(records, method="estimator")
     frozen = [r.attention for r in est if r.frozen]
     normal = [r.attention for r in est if not r.frozen]
+    if not frozen:
+        return []
     return [
-        f"- needs_attention raised at {_pct(_share(frozen))} of the {len(frozen)} checkpoints that fell inside "
-        f"a stall (progress frozen; the flag needs the freeze to outlast 2 × the step's p90), and at "
-        f"{_pct(_share(normal))} of the {len(normal)} others."
+        f"- needs_attention was raised at {_pct(_share(frozen))} of the {len(frozen)} checkpoints that fell "
+        "inside a stall (progress frozen; the flag waits until the freeze outlasts twice the step's usual "
+        f"p90) and at {_pct(_share(normal))} of the {len(normal)} others."
     ]
 
 
-def curve_table(rows: Sequence[Any]) -> list[str]:
+def curve_table(rows: Sequence[tuple[int, list[Record]]]) -> list[str]:
     out = [
-        "| finished runs in history | MdAPE simple | MdAPE medium | MdAPE complex | in band (all) "
-        "| coverage (all) | ETA / truth, min–max |",
-        "|---|---|---|---|---|---|---|",
+        "| finished runs in history | MdAPE, every checkpoint | in band | coverage "
+        "| MdAPE at 50%: simple | medium | complex | ETA / truth, min to max |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n, records in rows:
         at = _pick(records, frac=0.5)
         cells = " | ".join(_pct(_mdape(_pick(at, klass=k))) for k in CLASSES)
         ratios = [r.ratio for r in records]
         out.append(
-            f"| {n} | {cells} | {_pct(_share([r.in_band for r in at]))} "
-            f"| {_pct(_share([bool(r.covered) for r in at]))} | {min(ratios, default=0):.2f}–{max(ratios, default=0):.2f} |"
+            f"| {n} | {_pct(_mdape(records))} | {_pct(_share([r.in_band for r in records]))} "
+            f"| {_pct(_share([bool(r.covered) for r in records]))} | {cells} "
+            f"| {min(ratios, default=0):.2f} to {max(ratios, default=0):.2f} |"
         )
     return out
 
 
 def machine() -> list[str]:
-    uname = " ".join(platform.uname())
-    try:
-        uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return [f"- machine: `{uname}`, `nproc` = {os.cpu_count()}", f"- python {platform.python_version()}"]
+    """`uname -a` and `nproc`, as the shell would print them."""
+
+    def run(*command: str, fallback: str) -> str:
+        with suppress(OSError, subprocess.CalledProcessError):
+            return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+        return fallback
+
+    uname = run("uname", "-a", fallback=" ".join(platform.uname()))
+    nproc = run("nproc", fallback=str(os.cpu_count()))
+    return [f"- machine: `{uname}`, `nproc` = {nproc}, python {platform.python_version()}"]
+
+
+BEGIN, END = "<!-- bench:eta -->", "<!-- /bench:eta -->"
 
 
 def write_section(path: Path, lines: Sequence[str]) -> None:
-    """Replace (or add) the "## ETA accuracy" section of RESULTS.md, leaving other sections alone."""
+    """Replace (or append) the ETA section of RESULTS.md between its markers; other sections stay."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    head, marker, rest = text.partition("## ETA accuracy")
-    tail = ""
-    if marker:
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-    body = "\n".join(lines).rstrip() + "\n"
-    path.write_text(head.rstrip() + "\n\n" + body + ("\n" + tail if tail else ""), encoding="utf-8")
+    section = "\n".join([BEGIN, *lines, END])
+    head, found, rest = text.partition(BEGIN)
+    if found and END in rest:
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 # ---- main -------------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs: about a minute")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.eta", description="How good are the time estimates?"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer runs: well under two minutes")
     parser.add_argument(
         "--traces", type=Path, help="evaluate on recorded runs (CSV) instead of the simulator"
     )
-    parser.add_argument(
-        "--out", default="bench/RESULTS.md", help="where to write the results ('-' for nowhere)"
-    )
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--history-share", type=float, default=0.5, help="share of runs used as history only")
-    parser.add_argument("--runs", type=int, help="number of simulated runs (default 1000, 360 with --quick)")
+    parser.add_argument("--out", default="bench/RESULTS.md", help="where to write the results ('-': nowhere)")
+    parser.add_argument("--seed", type=int, default=2024, help="the simulator's seed")
+    parser.add_argument("--runs", type=int, help="simulated runs (default 3000, 800 with --quick)")
+    parser.add_argument("--history-share", type=float, default=0.5, help="share of runs used only as history")
     parser.add_argument("--write-traces", type=Path, help="also write the simulated runs as a traces CSV")
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    n_runs = args.runs or (360 if args.quick else 1000)
     if args.traces:
         cases = trace_cases(args.traces)
         source = f"recorded runs from `{args.traces}` ({len(cases)} runs)"
-        oracle = False
     else:
-        sim = simulate(n_runs, args.seed)
+        sim = simulate(args.runs or (800 if args.quick else 3000), args.seed)
         if args.write_traces:
             write_traces(sim, args.write_traces)
             print(f"wrote {args.write_traces}")
         cases = sim_cases(sim)
-        source = f"simulator, seed {args.seed}, {len(cases)} runs"
-        oracle = True
+        source = f"the simulator, seed {args.seed}, {len(cases)} runs"
     split = int(len(cases) * args.history_share)
     history_cases, held_out = cases[:split], cases[split:]
+    if not held_out:
+        parser.error("no run left to hold out")
     print(f"{source}: {len(history_cases)} as history, {len(held_out)} held out", flush=True)
     records = walk_forward(history_cases, held_out)
-    table, checks = headline(records, oracle)
-    curve_sizes = (0, 1, 3, 10, 30, 100) if args.quick else (0, 1, 3, 10, 30, 100, 300)
-    curve_set = held_out[: 60 if args.quick else 150]
-    curve = learning_curve(cases, curve_sizes, curve_set)
+    table, checks = headline(records)
+    sizes = (0, 1, 3, 10, 30, 100) if args.quick else (0, 1, 3, 10, 30, 100, 300, 1000)
+    curve_set = held_out[: 100 if args.quick else 300]
+    curve = learning_curve(cases, sizes, curve_set)
     elapsed = time.perf_counter() - began
     command = "python -m bench.eta" + (" --quick" if args.quick else "")
     command += f" --traces {args.traces}" if args.traces else f" --seed {args.seed}"
+    command += f" --runs {args.runs}" if args.runs else ""
     lines = [
         "## ETA accuracy",
         "",
         f"`{command}` on {datetime.now(UTC).date().isoformat()}, {elapsed:.0f} s.",
+        "",
         *machine(),
+        *([] if args.traces else [SIMULATOR]),
         f"- data: {source}; the first {len(history_cases)} are history only, the other {len(held_out)} are "
-        "held out and replayed in time order (each joins the history once it has finished).",
-        "- MdAPE: median |ETA − truth| / truth; in band: within the spec's ±20/30/50%; coverage: truth within "
-        "[eta_low_seconds, eta_high_seconds]. A method with no estimate (linear at 0%) counts as 100% off.",
+        "held out and replayed in time order, each judged against `step_stats` as it stood when it started "
+        "(it joins the history once it has finished). Views come back from the store at 10/25/50/75% of "
+        "each run's true duration.",
+        "- MdAPE: median |ETA - truth| / truth; in band: within the spec's ±20/30/50%; coverage: the truth "
+        "within [eta_low_seconds, eta_high_seconds]. linear = elapsed / percent (no estimate at 0% counts "
+        "as 100% off)."
+        + (
+            ""
+            if args.traces
+            else " oracle = every step's true expected duration, the run's own speed factor included, not "
+            "its noise or stalls; oracle w/o speed = the same without the run's speed factor (step kind, "
+            "tables, complexity and the day's drift only)."
+        ),
         "",
         "### At 50% of each run's true duration",
         "",
@@ -721,12 +772,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "### Every checkpoint",
         "",
-        *by_checkpoint(records, oracle),
+        *by_checkpoint(records),
         "",
-        "### Learning curve (estimator, at 50%; 0 = no history at all)",
+        "### Learning curve (0 = no history at all)",
         "",
-        f"The same {len(curve_set)} held-out runs, with the last N runs that finished before them as history.",
-        "The last column is ETA / truth over every checkpoint: never negative, never absurd.",
+        f"The estimator on the same {len(curve_set)} held-out runs (every checkpoint), with the last N runs "
+        "that finished before them as history.",
         "",
         *curve_table(curve),
         "",
@@ -736,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         *stall_lines(records),
     ]
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
     if args.out != "-":
         write_section(Path(args.out), lines)
         print(f"\nwrote the ETA section of {args.out}")

@@ -1,17 +1,23 @@
 """Time estimates: how long a task still needs, with an 80% interval, learned from the history of its steps.
 
-The model, in log space (durations are skewed, so logs are roughly normal):
+The model, in log space (durations are skewed, so their logs are roughly normal):
 
-    log D_step = mu_step + s + [prior] g + e_step
+    log D = mu + s + load * g + e        (and, rarely, a stall: several times longer)
 
-`mu_step` is the step's reference duration: the recent median of finished steps with the same normalised
-name and complexity class, else of the same name at any complexity times a learned complexity factor, else
-the typical step of this installation, else a fixed prior. `s` is the task's own speed (some tasks run
-uniformly slower or faster), `g` the unknown scale of the fixed prior (only when there is no history), and
-`e_step` the step's own run-to-run noise. The task's finished steps are observations of `s` and `g`; the
-running step adds its observed rate (percent and substeps over work time) and the fact that it has not
-finished yet, weighted by how far it is. Remaining steps are predicted from the updated `s` and `g`, and
-the sum is fitted with a log-normal whose 10th and 90th percentiles give the interval.
+`mu` is the step's reference: the recent median (recent samples weigh more: speeds drift) of finished steps
+with the same normalised name and complexity class, blended with the same name at any complexity times a
+learned complexity factor, and corrected for the task's number of tables by how that step grows with tables
+across classes; without history, the typical step of this installation, else a fixed prior. `s` is the
+task's own speed (tasks run uniformly slower or faster), `g` the shared error of the references themselves
+(large for the prior, small after a long history), `e` the step's own noise; the stall tail is measured in
+the history too.
+
+The task's finished steps are observations of `s` and `g` (one that looks like a stall counts little). The
+running step adds its rate (percent or substeps over work time) as a noisier observation the earlier it is,
+so history and rate are blended by how far the step has got, and the fact that it has not finished after
+the work so far. The remaining time is then drawn by Monte Carlo (seeded: an estimate is a pure function of
+its inputs); its 10th and 90th percentiles are the interval, its median (a little lower, see `estimate`)
+the ETA.
 
 Pure: no I/O and no clock; `now` is a parameter. Paused and approval-waiting time is not work.
 """
@@ -23,8 +29,9 @@ import math
 import random
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property, lru_cache
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -61,6 +68,7 @@ class EtaParams:
     default_sigma: float = 0.45  # a step's spread before its history says otherwise (log sd)
     min_sigma: float = 0.08
     task_share: float = 0.4  # share of a step's spread that is the task's own speed, shared by its steps
+    min_task_sigma: float = 0.2  # ...but tasks differ in speed by at least this much (log sd)
     rate_kappa: float = 0.25  # noise of the rate: var(log duration from rate) = kappa (1 - p) / p
     half_life: float = 100.0  # recent samples count half as much this many samples ago (speeds drift)
     any_weight: float = 2.0  # pseudo-count of the any-complexity group when a complexity group is small
@@ -69,9 +77,18 @@ class EtaParams:
     tail_weight: float = 20.0  # pseudo-count of the tail prior
     stall_factor: float = 2.0  # no progress for this many times the step's usual p90 is a stall
     stall_min_ms: float = 5_000.0
+    factor_sigma: float = 0.5  # how unsure that complexity factor is before history shows it (log sd)
     complexity_prior: Mapping[str, float] = field(
         default_factory=lambda: {"simple": 0.8, "medium": 1.0, "complex": 1.3}
     )
+    class_tables: Mapping[str, float] = field(  # typical tables of each class, to learn how steps scale
+        default_factory=lambda: {"simple": 1.5, "medium": 4.0, "complex": 7.0}
+    )
+    band: Mapping[str, float] = field(  # the spec's promise per class: within +-20/30/50% of the truth
+        default_factory=lambda: {"simple": 0.2, "medium": 0.3, "complex": 0.5}
+    )
+    high_confidence: float = 0.7  # "high" when the ETA keeps that promise with at least this probability
+    medium_confidence: float = 0.4
 
 
 DEFAULT_PARAMS = EtaParams()
@@ -103,8 +120,7 @@ class Estimate:
 def normalise_step_name(name: str) -> str:
     """The step_stats grouping key: lower case, digits and punctuation dropped, single spaces.
 
-    The same rule as `projections.model.normalise_step_name`, repeated because the domain imports nothing
-    above it; a unit test pins that the two agree.
+    `projections.model` uses this same function for the `step_stats` read model.
     """
     return " ".join(re.sub(r"[^a-z ]+", " ", name.lower()).split())
 
@@ -124,6 +140,26 @@ def history_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str]
     return out
 
 
+def eta_fields(
+    view: Mapping[str, Any], history: History, now: datetime, params: EtaParams = DEFAULT_PARAMS
+) -> dict[str, Any]:
+    """The progress JSON's estimate members for a view served at `now`.
+
+    Estimated at `now` (so a step that has gone quiet is noticed), then stated as of the view's updated_at,
+    because clients count eta_seconds down from updated_at while the task runs. needs_attention is the
+    view's own (approval, failure) or the estimator's (a stall).
+    """
+    est = estimate(view, history, now, params)
+    out = est.fields()
+    updated = _parse(view.get("updated_at"))
+    if est.eta_seconds is not None and view["status"] == "running" and updated is not None:
+        gap = max(0, round((now - updated).total_seconds()))
+        for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds"):
+            out[name] += gap
+    out["needs_attention"] = bool(view.get("needs_attention")) or est.needs_attention
+    return out
+
+
 # ---- the estimator ----------------------------------------------------------------------------------------
 
 
@@ -136,77 +172,81 @@ def estimate(
         return Estimate(None, None, None, None, False, f"task {status}")
     if status == "failed":
         return Estimate(None, None, None, None, True, "a step failed: waiting for a retry or a skip")
-    ctx = _Context(history, view.get("complexity"), params)
-    view_at = _parse(view["updated_at"]) or now
-    gap_ms = max(0.0, (now - view_at).total_seconds() * 1000) if status == "running" else 0.0
+    ctx = _Context(history, view.get("complexity"), view.get("tables"), params)
     steps = [s for s in view["steps"] if s["status"] != "skipped"]
-    refs = {s["order"]: ctx.reference(normalise_step_name(s["name"])) for s in steps}
+    keys = {s["order"]: normalise_step_name(s["name"]) for s in steps}
+    refs = {order: ctx.reference(key) for order, key in keys.items()}
     tau2 = ctx.task_variance(refs.values())
     noise = {order: ref.noise(tau2, params.task_share) for order, ref in refs.items()}
 
-    # The task's speed, from its finished steps; a step that ran far beyond its kind's spread says little.
-    latent = _Latent(tau2)
-    finished = 0
-    for s in steps:
-        if s["status"] == "completed" and s.get("duration_ms") is not None:
-            ref = refs[s["order"]]
-            y = math.log(max(float(s["duration_ms"]), 1.0)) - ref.mu
-            m, v = latent.predict(0.0, ref.load, noise[s["order"]])
-            bulk = (1 - ref.tail_p) * _pdf(y, m, v)
-            tail = ref.tail_p * _pdf(y, m + ref.tail_shift, v + ref.tail_var)
-            weight = bulk / (bulk + tail) if bulk + tail > 0 else 0.0
-            latent.observe(ref.load, y, noise[s["order"]] / max(weight, 0.05))
-            finished += 1
+    completed = [s for s in steps if s["status"] == "completed" and s.get("duration_ms") is not None]
+    done = [
+        (
+            refs[s["order"]],
+            math.log(max(float(s["duration_ms"]), 1.0)) - refs[s["order"]].mu,
+            noise[s["order"]],
+        )
+        for s in completed
+    ]
+    latent, weights = _speed(done, tau2)
     before = latent.copy()  # finished steps only: the running steps are predicted from this
 
+    # A step name this installation has no history for, seen earlier in this very task (one step per table,
+    # say), is predicted from those earlier runs: they tell what this kind of step takes here.
+    ms, mg = latent.mean
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for s, (ref, y, var), w in zip(completed, done, weights, strict=True):
+        if ref.own_var > 0 and w > 0.5:
+            seen.setdefault(keys[s["order"]], []).append((y - ms - ref.load * mg, var - ref.own_var))
+    for order, key in keys.items():
+        ref = refs[order]
+        if key in seen and ref.own_var > 0:
+            precision = 1 / ref.own_var + sum(1 / v for _, v in seen[key])
+            shift = sum(r / v for r, v in seen[key]) / precision
+            refs[order] = replace(ref, mu=ref.mu + shift, own_var=1 / precision)
+            noise[order] = refs[order].noise(tau2, params.task_share)
+
+    view_at = _parse(view["updated_at"]) or now
     running: list[_Running] = []
     stalled: int | None = None
-    observed: list[str] = []
+    notes: list[str] = []
     for s in steps:
-        if s["status"] not in ("running", "paused", "approval"):
-            continue
-        ref = refs[s["order"]]
-        clock = s["status"] == "running" and status == "running"
-        elapsed = float(s.get("work_ms") or 0) + (gap_ms if clock else 0.0)
-        quiet_since = _parse(s.get("updated_at")) or view_at
-        quiet = max(0.0, (now - quiet_since).total_seconds() * 1000) if clock else 0.0
-        worked_then = max(0.0, elapsed - quiet)  # work time when it last reported
-        p = _fraction(s)
-        m0, v0 = before.predict(ref.mu, ref.load, noise[s["order"]])
-        usual_p90 = math.exp(m0 + _Z90 * math.sqrt(v0))
-        if clock and quiet > max(params.stall_factor * usual_p90, params.stall_min_ms):
-            stalled = stalled or s["order"]
-        m1, v1 = m0, v0
-        if 0 < p < 1 and worked_then > 0:
-            r2 = max(params.rate_kappa * (1 - p) / p, 1e-3)
-            m1, v1 = (m0 * r2 + math.log(worked_then / p) * v0) / (v0 + r2), v0 * r2 / (v0 + r2)
-            observed.append(f"step {s['order']} at {p:.0%}")
-        step = _Running.given(m1, v1, ref, elapsed)
-        running.append(step)
-        if stalled != s["order"] and step.bulk_weight >= 0.5:
-            cur = _truncated(m1, v1, step.lower)
-            site = _site(m0, v0, cur.log_mean, cur.log_var)
-            if site is not None:
-                latent.observe(ref.load, site[0] - ref.mu, noise[s["order"]] + site[1])
-
+        if s["status"] in ("running", "paused", "approval"):
+            ref, var = refs[s["order"]], noise[s["order"]]
+            clock = s["status"] == "running" and status == "running"
+            step, stall, note = _running_step(s, ref, var, before, latent, view_at, now, clock, params)
+            running.append(step)
+            stalled = stalled or (s["order"] if stall else None)
+            notes += [note] if note else []
     pending = [
         _Pending(ref.mu, ref.load, math.sqrt(noise[s["order"]]), ref.tail_p, ref.tail_shift, ref.tail_var)
         for s in steps
         if s["status"] == "pending"
         for ref in (refs[s["order"]],)
     ]
-    low_ms, mid_ms, high_ms = _simulate(latent, running, pending, params)
-    eta = max(1, round(mid_ms / 1000))
-    low = min(eta, max(0, math.floor(low_ms / 1000)))
-    high = max(eta, math.ceil(high_ms / 1000))
+    outcomes = _simulate(latent, running, pending, params)
+
+    lo = (1 - params.coverage) / 2
+    # The point most likely to be within the spec's band (+-b) of the truth: the window [eta / (1 + b),
+    # eta / (1 - b)] is wider above than below, so for an outcome symmetric in log space it centres on the
+    # median when eta = median * sqrt(1 - b^2), a few per cent below it.
+    band = params.band.get(view.get("complexity") or "", 0.3)
+    eta_ms = _quantile(outcomes, 0.5) * math.sqrt(1 - band * band)
+    eta = max(1, round(eta_ms / 1000))
+    low = min(eta, max(0, math.floor(_quantile(outcomes, lo) / 1000)))
+    high = max(eta, math.ceil(_quantile(outcomes, 1 - lo) / 1000))
+    # Confidence: how likely the ETA is to keep the spec's promise (within +-b of the truth).
+    kept = sum(1 for t in outcomes if abs(eta_ms - t) <= band * t) / len(outcomes)
     sources = sorted({refs[s["order"]].source for s in steps if s["status"] != "completed"})
-    confidence = _confidence(low, eta, high, stalled is not None, sources == ["prior"] and finished == 0)
+    confidence: Confidence = "high" if kept >= params.high_confidence else "medium"
+    if kept < params.medium_confidence or stalled is not None or (sources == ["prior"] and not done):
+        confidence = "low"
     attention = stalled is not None or any(s["status"] == "approval" for s in steps)
     basis = "; ".join(
         [
             "+".join(sources) if sources else "history",
-            f"speed x{math.exp(latent.mean[0]):.2f} from {finished} finished step(s)",
-            *observed,
+            f"speed x{math.exp(latent.mean[0]):.2f} from {len(done)} finished step(s)",
+            *notes,
             *([f"step {stalled} stalled"] if stalled is not None else []),
             *(["paused: the clock is stopped"] if status == "paused" else []),
         ]
@@ -214,15 +254,73 @@ def estimate(
     return Estimate(eta, low, high, confidence, attention, basis, stalled)
 
 
-def _confidence(low: int, eta: int, high: int, stalled: bool, prior_only: bool) -> Confidence:
-    if stalled or prior_only:
-        return "low"
-    width = (high - low) / max(eta, 1)
-    if width <= 0.5:
-        return "high"
-    if width <= 1.2:
-        return "medium"
-    return "low"
+def _speed(done: list[tuple[_Ref, float, float]], tau2: float) -> tuple[_Latent, list[float]]:
+    """The task's speed from its finished steps (reference, log ratio, noise), and how much each counted.
+
+    A step far beyond its kind's spread may be a stall, which says little about the speed; several such
+    steps together say the task is slow. So a step's weight is the chance it was not a stall given the
+    others (leave one out), settled by a few rounds of reweighting.
+    """
+    weights = [1.0] * len(done)
+    for _ in range(4 if done else 0):
+        full = _Latent(tau2)
+        for (ref, y, var), w in zip(done, weights, strict=True):
+            full.observe(ref.load, y, var / max(w, 0.05))
+        updated = []
+        for (ref, y, var), w in zip(done, weights, strict=True):
+            others = full.copy()
+            others.forget(ref.load, y, var / max(w, 0.05))
+            m, v = others.predict(0.0, ref.load, var)
+            bulk = (1 - ref.tail_p) * _pdf(y, m, v)
+            tail = ref.tail_p * _pdf(y, m + ref.tail_shift, v + ref.tail_var)
+            updated.append(bulk / (bulk + tail) if bulk + tail > 0 else 0.0)
+        weights = updated
+    latent = _Latent(tau2)
+    for (ref, y, var), w in zip(done, weights, strict=True):
+        latent.observe(ref.load, y, var / max(w, 0.05))
+    return latent, weights
+
+
+def _running_step(
+    step: Mapping[str, Any],
+    ref: _Ref,
+    var: float,
+    before: _Latent,
+    latent: _Latent,
+    view_at: datetime,
+    now: datetime,
+    clock: bool,
+    params: EtaParams,
+) -> tuple[_Running, bool, str | None]:
+    """A started step's remaining work, whether it has stalled, and what its rate said (updates `latent`).
+
+    Its work so far is work_ms as of the view plus, while its clock runs, the time since; paused and
+    approval time is not work. Its rate is the progress at its last report over the work done by then.
+    """
+    gap = max(0.0, (now - view_at).total_seconds() * 1000) if clock else 0.0
+    elapsed = float(step.get("work_ms") or 0) + gap
+    quiet = (
+        max(0.0, (now - (_parse(step.get("updated_at")) or view_at)).total_seconds() * 1000) if clock else 0.0
+    )
+    worked_then = max(0.0, elapsed - quiet)
+    p = _fraction(step)
+    m0, v0 = before.predict(ref.mu, ref.load, var)
+    stalled = clock and quiet > max(
+        params.stall_factor * math.exp(m0 + _Z90 * math.sqrt(v0)), params.stall_min_ms
+    )
+    m1, v1, note = m0, v0, None
+    if 0 < p < 1 and worked_then > 0:
+        # The rate's duration, log(work / fraction), is noisier the earlier the step is: precision-weighted.
+        r2 = max(params.rate_kappa * (1 - p) / p, 1e-3)
+        m1, v1 = (m0 * r2 + math.log(worked_then / p) * v0) / (v0 + r2), v0 * r2 / (v0 + r2)
+        note = f"step {step['order']} at {p:.0%}"
+    running = _Running.given(m1, v1, ref, elapsed)
+    if not stalled and running.bulk_weight >= 0.5:
+        cur = _truncated(m1, v1, running.lower)
+        site = _site(m0, v0, cur.log_mean, cur.log_var)
+        if site is not None:
+            latent.observe(ref.load, site[0] - ref.mu, var + site[1])
+    return running, stalled, note
 
 
 def _fraction(step: Mapping[str, Any]) -> float:
@@ -270,21 +368,46 @@ class _Profile:
 class _Context:
     """Per-call view of the history: profiles, the complexity factor and the typical step."""
 
-    def __init__(self, history: History, complexity: str | None, params: EtaParams) -> None:
+    def __init__(
+        self, history: History, complexity: str | None, tables: int | None, params: EtaParams
+    ) -> None:
         self.history = history
         self.params = params
         self.complexity = complexity or UNKNOWN
+        self.tables = tables
         self._profiles: dict[tuple[str, str], _Profile | None] = {}
         self.factor, self.factor_var = self._complexity_factor()
-        self.typical = self._typical()
+
+    @cached_property
+    def typical(self) -> tuple[float, float, float, int] | None:
+        """The typical step here, for step names never seen (computed only when one shows up)."""
+        return self._typical()
 
     def profile(self, key: str, group: str) -> _Profile | None:
         if (key, group) not in self._profiles:
             h = self.history.get((key, group))
-            self._profiles[(key, group)] = _profile(h, self.params) if h and h.count > 0 else None
+            p = self.params
+            self._profiles[(key, group)] = (
+                _profile(
+                    h,
+                    p.half_life,
+                    p.default_sigma,
+                    p.min_sigma,
+                    p.tail_prior,
+                    p.tail_prior_shift,
+                    p.tail_weight,
+                )
+                if h and h.count > 0
+                else None
+            )
         return self._profiles[(key, group)]
 
     def reference(self, key: str) -> _Ref:
+        ref = self._reference(key)
+        scale = self.table_scale(key)
+        return replace(ref, mu=ref.mu + scale) if scale and ref.source == "history" else ref
+
+    def _reference(self, key: str) -> _Ref:
         params = self.params
         own = self.profile(key, self.complexity)
         pooled = self.profile(key, ANY)
@@ -297,10 +420,15 @@ class _Context:
             var = w * o.var + (1 - w) * pooled.var
             loc = var * 1.57 / ((own.n if own else 0.0) + (params.any_weight if own else pooled.n))
             tp, ts, tv = (w * a + (1 - w) * b for a, b in zip(_tail(o), _tail(pooled), strict=True))
-            load2 = loc + (1 - w) ** 2 * shift_var
-            return _Ref(mu, var, math.sqrt(load2), 0.0, tp, ts, tv, "history")
+            # The median's own error: partly the speed of the few tasks behind it (shared by this task's
+            # steps), partly their steps' noise (not shared).
+            share = params.task_share
+            load2 = share * loc + (1 - w) ** 2 * shift_var
+            return _Ref(mu, var, math.sqrt(load2), (1 - share) * loc, tp, ts, tv, "history")
         if own is not None:
-            return _Ref(own.mu, own.var, math.sqrt(own.var * 1.57 / own.n), 0.0, *_tail(own), "history")
+            loc = own.var * 1.57 / own.n
+            share = params.task_share
+            return _Ref(own.mu, own.var, math.sqrt(share * loc), (1 - share) * loc, *_tail(own), "history")
         prior_tail = (params.tail_prior, params.tail_prior_shift, 0.3**2)
         if self.typical is not None:
             mu, var, between2, count = self.typical
@@ -309,11 +437,35 @@ class _Context:
         var = params.default_sigma**2
         return _Ref(mu, var, params.prior_scale_sigma, params.prior_kind_sigma**2, *prior_tail, "prior")
 
+    def table_scale(self, key: str) -> float:
+        """log factor for this task's number of tables against its class's typical number.
+
+        How a step grows with tables is learned per step name from its medians in the three classes (a
+        slope in log-log), so a step that does not grow gets no correction.
+        """
+        middle = self.params.class_tables.get(self.complexity)
+        if self.tables is None or self.tables <= 0 or middle is None:
+            return 0.0
+        points = []
+        for group, typical in self.params.class_tables.items():
+            p = self.profile(key, group)
+            if p is not None and p.n >= 3:
+                points.append((math.log(typical), p.mu, min(p.n, 50.0)))
+        if len(points) < 2:
+            return 0.0
+        total = sum(w for _, _, w in points)
+        mx = sum(x * w for x, _, w in points) / total
+        my = sum(y * w for _, y, w in points) / total
+        sxx = sum(w * (x - mx) ** 2 for x, _, w in points)
+        slope = sum(w * (x - mx) * (y - my) for x, y, w in points) / sxx if sxx > 0 else 0.0
+        slope = max(-0.5, min(1.5, slope))
+        return max(-1.0, min(1.0, slope * (math.log(self.tables) - math.log(middle))))
+
     def task_variance(self, refs: Iterable[_Ref]) -> float:
         """tau^2: the variance of a task's own speed, a share of the typical step's spread."""
         spreads = sorted(r.var for r in refs if r.source == "history")
         base = spreads[len(spreads) // 2] if spreads else self.params.default_sigma**2
-        return self.params.task_share * base
+        return max(self.params.task_share * base, self.params.min_task_sigma**2)
 
     def _complexity_factor(self) -> tuple[float, float]:
         """log(duration at this complexity / at any), learned across step names, shrunk to a prior."""
@@ -328,17 +480,17 @@ class _Context:
             w = min(h.count, 50)
             total += w * math.log(h.median_ms / pooled.median_ms)
             weight += w
-        return total / weight, 0.25**2 * 10.0 / weight
+        return total / weight, self.params.factor_sigma**2 * 10.0 / weight
 
     def _typical(self) -> tuple[float, float, float, int] | None:
         """The typical step here (log median, spread, spread between step names, how many names)."""
         mus: list[float] = []
         variances: list[float] = []
-        for key, group in self.history:
-            p = self.profile(key, ANY) if group == ANY else None
-            if p is not None:
-                mus.append(p.mu + (self.factor if self.complexity != UNKNOWN else 0.0))
-                variances.append(p.var)
+        shift = self.factor if self.complexity != UNKNOWN else 0.0
+        for (_, group), h in self.history.items():
+            if group == ANY and h.count > 0 and h.median_ms > 0:
+                mus.append(math.log(h.median_ms) + shift)
+                variances.append((math.log(max(h.p90_ms, h.median_ms) / h.median_ms) / _Z90) ** 2)
         if not mus:
             return None
         mus.sort()
@@ -348,19 +500,29 @@ class _Context:
             between2 = max(between**2, 0.3**2)
         else:
             between2 = self.params.prior_kind_sigma**2
-        return mus[len(mus) // 2], variances[len(variances) // 2], between2, len(mus)
+        var = max(variances[len(variances) // 2], self.params.min_sigma**2)
+        return mus[len(mus) // 2], var, between2, len(mus)
 
 
 def _tail(p: _Profile) -> tuple[float, float, float]:
     return p.tail_p, p.tail_shift, p.tail_var
 
 
-def _profile(h: StepHistory, params: EtaParams) -> _Profile:
+@lru_cache(maxsize=4096)
+def _profile(
+    h: StepHistory,
+    half_life: float,
+    default_sigma: float,
+    min_sigma: float,
+    tail_prior: float,
+    tail_prior_shift: float,
+    tail_weight: float,
+) -> _Profile:
     """Location, spread and stall tail of a group in log space, recent samples weighted more."""
     if h.recent:
         n = len(h.recent)
         pairs = sorted(
-            (math.log(max(d, 1)), 0.5 ** ((n - 1 - i) / params.half_life)) for i, d in enumerate(h.recent)
+            (math.log(max(d, 1)), 0.5 ** ((n - 1 - i) / half_life)) for i, d in enumerate(h.recent)
         )
         total = sum(w for _, w in pairs)
         n_eff = total**2 / sum(w * w for _, w in pairs)
@@ -381,11 +543,12 @@ def _profile(h: StepHistory, params: EtaParams) -> _Profile:
     n_eff_tail = n_eff if h.recent else 0.0
     # Few samples say little about the spread or the tail: shrink both towards the defaults.
     k = 3.0
-    var = (n_eff * sigma**2 + k * params.default_sigma**2) / (n_eff + k)
-    tail_p = (seen + params.tail_prior * params.tail_weight) / (n_eff_tail + params.tail_weight)
-    tail_shift = (seen * shift + k * params.tail_prior_shift) / (seen + k)
+    dof = max(n_eff - 1, 0.0)  # one sample says nothing about the spread
+    var = (dof * sigma**2 + k * default_sigma**2) / (dof + k)
+    tail_p = (seen + tail_prior * tail_weight) / (n_eff_tail + tail_weight)
+    tail_shift = (seen * shift + k * tail_prior_shift) / (seen + k)
     tail_var = max((seen * spread + k * 0.3**2) / (seen + k), 0.05**2)
-    return _Profile(mu, max(var, params.min_sigma**2), max(n_eff, 1.0), tail_p, tail_shift, tail_var)
+    return _Profile(mu, max(var, min_sigma**2), max(n_eff, 1.0), tail_p, tail_shift, tail_var)
 
 
 def _weighted_quantile(pairs: list[tuple[float, float]], total: float, q: float) -> float:
@@ -426,6 +589,15 @@ class _Latent:
         self.d += load * load / var
         self.u += y / var
         self.w += load * y / var
+
+    def forget(self, load: float, y: float, var: float) -> None:
+        """Take back an observation made with the same arguments."""
+        var = max(var, 1e-6)
+        self.a -= 1 / var
+        self.b -= load / var
+        self.d -= load * load / var
+        self.u -= y / var
+        self.w -= load * y / var
 
     @property
     def cov(self) -> tuple[float, float, float]:
@@ -551,11 +723,11 @@ class _Pending:
 
 def _simulate(
     latent: _Latent, running: list[_Running], pending: list[_Pending], params: EtaParams
-) -> tuple[float, float, float]:
-    """Low, median and high of the remaining work: Monte Carlo over the speed, the noise and stalls."""
+) -> list[float]:
+    """Sorted draws of the remaining work: Monte Carlo over the task's speed, step noise and stalls."""
     rng = random.Random(20240115)  # fixed: an estimate is a pure function of its inputs
     totals = []
-    for _ in range(params.draws):
+    for _ in range(max(params.draws, 1)):
         s, g = latent.draw(rng)
         total = sum(step.draw(rng) for step in running)
         for p in pending:
@@ -564,10 +736,8 @@ def _simulate(
                 x += p.tail_shift + math.sqrt(p.tail_var) * rng.gauss(0, 1)
             total += math.exp(x)
         totals.append(total)
-    totals.sort()
-    lo = (1 - params.coverage) / 2
+    return sorted(totals)
 
-    def at(q: float) -> float:
-        return totals[min(len(totals) - 1, max(0, round(q * (len(totals) - 1))))]
 
-    return at(lo), at(0.5), at(1 - lo)
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]

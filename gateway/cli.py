@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,9 +22,11 @@ from gateway.app import create_app
 from gateway.ops import configure_logging
 from gateway.watch import watch as watch_progress
 from infra import replay
+from infra.history_import import TraceError, import_history
 from infra.notifyconfig import NotifySettings
 from infra.projector import Projection, Projector
 from infra.readside import BadCursor, parse_at
+from infra.runtime import Runtime
 from infra.settings import Settings
 from infra.store import TaskNotFound, open_store
 from infra.tokens import Role, TokenStore
@@ -313,6 +316,27 @@ def run(
     Cancelling the task terminates the command. Exits with the command's exit code.
     """
     raise typer.Exit(worker_cli.run(command, title=title, url=url))
+
+
+@cli.command("import-history")
+def import_history_command(
+    path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Traces CSV: one row per finished step."
+    ),
+    owner: str | None = typer.Option(
+        None, help="Owner of the imported tasks (default PROGRESSD_LOCAL_OWNER)."
+    ),
+) -> None:
+    """Load recorded runs (a traces CSV) as history, so time estimates start from them."""
+    rt = Runtime(Settings.from_env())
+    try:
+        imported = import_history(rt, path, owner=owner)
+        rt.projector.run_once()  # step_stats (and every read model) learn from them now
+    except TraceError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        rt.close()
+    console.print(f"imported {imported} run(s) from {path} (runs imported before are kept as they were)")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -90,7 +91,7 @@ async def answer(request: Request, outcome: Outcome) -> Response:
         headers["Progressd-View-Lag"] = "true"
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = outcome.view
+    body = await runtime(request).service.read(lambda: runtime(request).read.with_eta(outcome.view))
     if outcome.created:
         headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
         return json_response(body, 201, headers)
@@ -167,7 +168,9 @@ async def get_progress(request: Request) -> Response:
                 rt.service.view_sync(tid, owner)  # 404 when the task does not exist or is not the caller's
                 raise Problem(404, "not-yet", "the task did not exist at that moment")
             seq, event_position = found
-            return {**rt.service.view_sync(tid, owner, seq), "position": event_position}
+            then = {**rt.service.view_sync(tid, owner, seq), "position": event_position}
+            moment = datetime.fromisoformat((at or then["updated_at"]).replace("Z", "+00:00"))
+            return rt.read.with_eta(then, moment)
 
         return json_response(await rt.service.read(travel))
     wait = int_param(request, "min_position", 0, 0, 2**62)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from domain.eta import History, eta_fields, history_from_rows
 from infra.views import ViewRecorder
 from projections.model import Row
 
@@ -16,6 +18,23 @@ class ReadSide:
 
     def __init__(self, views: dict[str, ViewRecorder]) -> None:
         self.views = views
+        self._eta: tuple[int, History] | None = None
+
+    def eta_history(self) -> History:
+        """step_stats as the estimator's history; re-read only when the projection has moved on."""
+        view = self.views["step_stats"]
+        position = view.max_tracking_id("step_stats") or 0
+        cached = self._eta
+        if cached is None or cached[0] != position:
+            rows = view.query("SELECT step_key, complexity, count, median_ms, p90_ms, recent FROM step_stats")
+            cached = self._eta = (position, history_from_rows(rows))
+        return cached[1]
+
+    def with_eta(self, view: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+        """The view with its time estimate (eta_seconds, interval, confidence) as of `now`."""
+        if "step_stats" not in self.views:
+            return view
+        return {**view, **eta_fields(view, self.eta_history(), now or datetime.now(UTC))}
 
     def _q(self, model: str, sql: str, params: Row | None = None) -> list[Row]:
         return self.views[model].query(sql, params)
@@ -29,7 +48,7 @@ class ReadSide:
         if not rows or (owner is not None and rows[0]["owner"] != owner):
             return None
         view: dict[str, Any] = json.loads(rows[0]["view"])
-        return view
+        return self.with_eta(view)
 
     def list_tasks(
         self, owner: str | None, limit: int, before: str | None = None, status: str | None = None
@@ -53,7 +72,8 @@ class ReadSide:
             "ORDER BY created_at DESC, task_id DESC LIMIT :limit",
             params,
         )
-        page = [json.loads(r["view"]) for r in rows[:limit]]
+        now = datetime.now(UTC)
+        page = [self.with_eta(json.loads(r["view"]), now) for r in rows[:limit]]
         cursor = (
             encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["task_id"])
             if len(rows) > limit

@@ -83,7 +83,9 @@ class Streams:
         """The task as it is now, with the seq and position it is at."""
         task = await self._read(lambda: self.runtime.service.load(task_id, owner))
         position = await self._position_of(task_id, task.version)
-        return snapshot(task, position)
+        snap = snapshot(task, position)
+        snap.view = await self._read(lambda: self.runtime.read.with_eta(snap.view))
+        return snap
 
     async def _position_of(self, task_id: UUID, seq: int) -> int:
         latest = self.tail.latest(task_id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.eta import normalise_step_name
 from domain.task import Task
+
+__all__ = ["normalise_step_name"]
 
 Row = dict[str, Any]
 
@@ -106,9 +108,3 @@ class ReadModel:
     handle: Callable[[Change], list[Op]]
     doc: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
-
-
-def normalise_step_name(name: str) -> str:
-    """Step names grouped for statistics: lower case, digits and punctuation dropped, single spaces."""
-    words = re.sub(r"[^a-z ]+", " ", name.lower()).split()
-    return " ".join(words)

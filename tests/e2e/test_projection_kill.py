@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from projections.registry import MODELS
 from tests.e2e.conftest import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -87,4 +88,4 @@ def test_killed_projector_resumes_exactly_once(
         [sys.executable, "-m", "gateway", "verify"], env=env, capture_output=True, text=True, timeout=120
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.count("equals a replay of the log") == 5
+    assert verified.stdout.count("equals a replay of the log") == len(MODELS)

@@ -138,7 +138,7 @@ def test_watch_shows_the_box_takes_keys_and_resumes_after_a_server_restart(
         re.escape("├─ Sales form ◐ (in progress)"),
         re.escape("└─ Repair board ○ (pending)"),
         r"Started: (just now|\d+ s ago)",
-        "ETA: —",
+        r"ETA: (—|.+ remaining)",
         r"✓ 1\. Create database tables\s+completed in",
         r"◐ 2\. Generate application UI\s+running",
         "two views generated",

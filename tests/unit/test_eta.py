@@ -19,6 +19,7 @@ from domain.eta import (
     Estimate,
     StepHistory,
     estimate,
+    eta_fields,
     history_from_rows,
     normalise_step_name,
 )
@@ -324,6 +325,35 @@ def test_fields_are_the_progress_json_members() -> None:
         "needs_attention",
     }
     json.dumps(e.fields())
+
+
+def test_eta_fields_count_down_from_the_views_updated_at() -> None:
+    hist = history(60)
+    task = plan()
+    finish_steps(task, [55])
+    task.start_step(2, at=at(55))
+    view = progress_view(task)  # updated_at = 55 s
+    e = eta(task, hist, at(75))
+    fields = eta_fields(view, hist, at(75))
+    assert e.eta_seconds is not None and e.eta_low_seconds is not None and e.eta_high_seconds is not None
+    # A client subtracts (now - updated_at) = 20 s while the task runs, and gets the estimate made at now.
+    assert fields["eta_seconds"] - 20 == e.eta_seconds
+    assert (fields["eta_low_seconds"] - 20, fields["eta_high_seconds"] - 20) == (
+        e.eta_low_seconds,
+        e.eta_high_seconds,
+    )
+    assert fields["eta_confidence"] == e.eta_confidence and fields["needs_attention"] is False
+
+
+def test_eta_fields_keep_the_views_own_attention_and_nothing_for_a_finished_task() -> None:
+    task = plan()
+    task.start_step(1, at=at(0))
+    task.request_approval(1, "ok to migrate?", at=at(5))
+    assert eta_fields(progress_view(task), history(60), at(60))["needs_attention"] is True
+    done = plan(steps=1)
+    finish_steps(done, [10])
+    fields = eta_fields(progress_view(done), history(60), at(20))
+    assert fields["eta_seconds"] is None and fields["needs_attention"] is False
 
 
 def test_the_estimate_reads_the_view_as_the_api_serves_it() -> None:
