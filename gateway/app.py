@@ -89,7 +89,9 @@ def create_app(
                     "Events in the log not yet acknowledged by JetStream.",
                     lambda: [({}, float(publisher.lag))],
                 )
-            nats_parts.append(NatsCommands(runtime.service, settings, settle=runtime.settle))
+            nats_parts.append(
+                NatsCommands(runtime.service, settings, settle=runtime.settle, enrich=runtime.read.with_eta)
+            )
             nats_parts.append(WakeListener(settings.nats_url, tail.wake))
             for part in nats_parts:
                 await part.start()

@@ -183,6 +183,7 @@ class NatsCommands:
         subjects: Subjects | None = None,
         queue: str = QUEUE,
         settle: Callable[[int], Awaitable[bool]] | None = None,
+        enrich: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         max_in_flight: int = 256,
     ) -> None:
         if settings.nats_url is None:
@@ -192,6 +193,7 @@ class NatsCommands:
         self.subjects = subjects or Subjects()
         self.queue = queue
         self.settle = settle
+        self.enrich = enrich  # adds what the HTTP answer adds (the time estimate), on a reader thread
         self.link = NatsLink(settings.nats_url, "progressd-commands")
         self.handled = 0
         self._prefix = self.subjects.create.removesuffix("create")
@@ -300,10 +302,14 @@ class NatsCommands:
             headers["Progressd-View-Lag"] = "true"
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
+        view = outcome.view
+        if self.enrich is not None:
+            enrich = self.enrich
+            view = await self.service.read(lambda: enrich(outcome.view))
         if outcome.created:
-            headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
-            return Reply(201, headers, outcome.view)
-        return Reply(200, headers, outcome.view)
+            headers["Location"] = f"/api/tasks/{view['task_id']}/progress"
+            return Reply(201, headers, view)
+        return Reply(200, headers, view)
 
 
 def idempotency_key(headers: dict[str, str]) -> str | None:

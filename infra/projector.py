@@ -14,7 +14,7 @@ from eventsourcing.persistence import Notification, Tracking
 from domain.progress import whole
 from domain.task import Task
 from infra.store import ProgressApp
-from infra.views import ViewRecorder
+from infra.views import ViewRecorder, apply_together, shared_database
 from projections.model import Change, Op, StepState
 
 log = structlog.get_logger(__name__)
@@ -102,6 +102,7 @@ class Projector:
         self.error: BaseException | None = None
         self.listeners: list[Callable[[str, int], None]] = []
         self._shared: TaskCache | None = None
+        self._one_database: bool | None = None
 
     def wake(self, _position: int = 0) -> None:
         self._wake.set()
@@ -145,8 +146,15 @@ class Projector:
                 for i, projection in enumerate(self.projections):
                     ops[i].extend(projection.view.model.handle(change))
         tracking_id = batch[-1].id
+        if self._one_database is None:
+            self._one_database = shared_database([p.view for p in self.projections])
+        if self._one_database:  # one commit for every read model instead of one each
+            apply_together(
+                [(p.view, ops[i], Tracking(p.name, tracking_id)) for i, p in enumerate(self.projections)]
+            )
         for i, projection in enumerate(self.projections):
-            projection.view.apply(ops[i], Tracking(projection.name, tracking_id))
+            if not self._one_database:
+                projection.view.apply(ops[i], Tracking(projection.name, tracking_id))
             projection.position = tracking_id
             projection.cache = TaskCache(first.app)  # stale now: rebuilt if this projection runs alone
         return len(batch)

@@ -12,8 +12,10 @@ every message but the first of an attempt carries ``Nats-Expected-Last-Msg-Id`` 
 JetStream refuses it unless the predecessor is the stream's last message. Dedupe is checked before that
 expectation, so a re-published message is still answered as a duplicate.
 
-After each batch a core-NATS hint ``<prefix>.wake`` (payload: the position, ASCII) tells other processes
-that the log moved. It is only a hint, may be lost or doubled; data always comes from the log.
+For each batch read from the log a core-NATS hint ``<prefix>.wake`` (payload: the batch's last position,
+ASCII) tells other processes that the log moved, before the batch goes to JetStream (their data comes from
+the log, so waiting for JetStream's acks would only delay them). It is only a hint, may be lost or
+doubled; data always comes from the log.
 """
 
 from __future__ import annotations
@@ -372,6 +374,10 @@ class Relay:
         self.head = max(self.head, batch.head)
         if batch.last <= self.position:
             return False
+        if nc.is_connected:  # a hint only, sent as soon as the log is known to have moved (other gateways
+            # read the events from the log, not from JetStream); never let it fill the reconnect buffer
+            with contextlib.suppress(nats.errors.Error):
+                await nc.publish(self.subjects.wake, str(batch.last).encode())
         acked, duplicates, error = await self._publish(js, batch.messages)
         if error is None:
             reached = batch.last
@@ -385,9 +391,6 @@ class Relay:
             self._moved.notify_all()
         self.published += acked
         self.duplicates += duplicates
-        if nc.is_connected:  # a hint only; never let it fill the reconnect buffer
-            with contextlib.suppress(nats.errors.Error):
-                await nc.publish(self.subjects.wake, str(reached).encode())
         if error is not None:
             raise error
         return True

@@ -73,23 +73,23 @@ class ProgressApp(Application[UUID]):
         if self._down_since is not None and not self._reachable():
             raise OperationalError("the event store is unreachable")
         try:
-            result = fn()
+            return fn()
         except (OperationalError, InterfaceError):
-            if self._down_since is None:
+            if self._down_since is None and self._pool() is not None:  # SQLite fails at once anyway
                 self._down_since = time.monotonic()
             raise
-        self._down_since = None
-        return result
+
+    def _pool(self) -> ConnectionPool[Any] | None:
+        pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
+        return pool if isinstance(pool, ConnectionPool) else None
 
     def _reachable(self) -> bool:
-        """Whether a call may go ahead: a cheap probe of the PostgreSQL pool, at most every PROBE_INTERVAL."""
+        """Whether calls may go ahead: a quick probe of the PostgreSQL pool, at most every PROBE_INTERVAL."""
+        pool = self._pool()
         now = time.monotonic()
-        if now < self._next_probe:
-            return False
+        if pool is None or now < self._next_probe:
+            return pool is None
         self._next_probe = now + PROBE_INTERVAL
-        pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
-        if not isinstance(pool, ConnectionPool):
-            return True  # SQLite fails at once, no retries to skip
         try:
             pool.check()  # drop connections that died with the server, so the probe gets a live one
             with pool.connection(timeout=PROBE_TIMEOUT) as conn:
@@ -97,6 +97,7 @@ class ProgressApp(Application[UUID]):
         except Exception:
             self._next_probe = time.monotonic() + PROBE_INTERVAL
             return False
+        self._down_since = None
         return True
 
 

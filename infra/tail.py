@@ -49,6 +49,10 @@ def entries_for(event: Any, task: Task, position: int) -> Entry:
     )
 
 
+def _seq(entry: Entry) -> int:
+    return entry.seq
+
+
 class LogTail:
     """Follows the log on a thread; keeps the last `window` events and up to `per_task` per task."""
 
@@ -181,7 +185,7 @@ class LogTail:
                 return []
             if buffer[0].seq > seq + 1:
                 return None
-            i = bisect.bisect_right([e.seq for e in buffer], seq)
+            i = bisect.bisect_right(buffer, seq, key=_seq)  # no list of seqs: every subscriber asks
             return buffer[i : i + limit]
 
     def holds_task(self, task_id: UUID) -> bool:

@@ -52,6 +52,17 @@ class ViewRecorder(Protocol):
     def drop(self) -> None: ...
 
 
+@contextmanager
+def pipelined(c: Any, dialect: str) -> Iterator[None]:
+    """On PostgreSQL, send a batch's statements without waiting for each answer (psycopg's pipeline mode):
+    a few round trips per batch instead of one per row. A failing statement still fails the transaction."""
+    if dialect != "postgres":
+        yield
+        return
+    with c.connection.pipeline():
+        yield
+
+
 class _ViewMixin:
     model: ReadModel
     dialect: str
@@ -70,7 +81,7 @@ class _ViewMixin:
 
     def apply(self, ops: Sequence[Op], tracking: Tracking) -> None:
         """Write the rows and the tracking record in one transaction: both or neither."""
-        with self._cursor(commit=True) as c:
+        with self._cursor(commit=True) as c, pipelined(c, self.dialect):
             for op in ops:
                 self._run(c, op)
             self._insert_tracking(c, tracking)
@@ -170,6 +181,37 @@ class PostgresViewRecorder(_ViewMixin, PostgresTrackingRecorder):
 
     def _tracking_table(self) -> str:
         return self.tracking_table_name
+
+
+def shared_database(views: Sequence[ViewRecorder]) -> bool:
+    """Whether these read models live in one database (the usual case), so one transaction can hold them."""
+    keys = {_database(view) for view in views}
+    return len(keys) == 1 and None not in keys
+
+
+def _database(view: ViewRecorder) -> tuple[type, str] | None:
+    """Which database a view writes to: the SQLite file, or PostgreSQL's host, port and database name."""
+    pool = getattr(getattr(view, "datastore", None), "pool", None)
+    name = getattr(pool, "db_name", None)  # SQLite
+    if name is None:
+        kwargs = getattr(pool, "kwargs", None) or {}  # psycopg_pool
+        name = "/".join(str(kwargs[k]) for k in ("host", "port", "dbname") if k in kwargs) or None
+    if not isinstance(view, _ViewMixin) or not name or ":memory:" in name or "mode=memory" in name:
+        return None
+    return type(view), name
+
+
+def apply_together(items: Sequence[tuple[ViewRecorder, Sequence[Op], Tracking]]) -> None:
+    """Write several read models' rows and tracking records in one transaction (one commit, one fsync);
+    only for views that `shared_database` says share one database."""
+    first = items[0][0]
+    assert isinstance(first, _ViewMixin)
+    with first._cursor(commit=True) as c, pipelined(c, first.dialect):
+        for view, ops, tracking in items:
+            assert isinstance(view, _ViewMixin)
+            for op in ops:
+                view._run(c, op)
+            view._insert_tracking(c, tracking)
 
 
 def open_datastore(settings: Settings, name: str, pool_size: int = 2) -> SQLiteDatastore | PostgresDatastore:
