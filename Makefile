@@ -40,6 +40,13 @@ test: install lint typecheck browsers
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
 
+# Speed as a ratio to the raw limit (needs wrk: apt-get install -y wrk). Writes bench/RESULTS.md.
+bench: install
+	$(VENV)/bin/python -m bench.run
+
+bench-quick: install
+	$(VENV)/bin/python -m bench.run --quick
+
 TRACES ?=
 bench-eta: install
 	$(VENV)/bin/python -m bench.eta $(if $(QUICK),--quick) $(if $(TRACES),--traces $(TRACES))

@@ -164,7 +164,10 @@ class LogTail:
             return True
         changed = self._changed
         try:
-            await asyncio.wait_for(changed.wait(), timeout)
+            # Not wait_for: every subscriber waits here after every event, and wait_for wraps each wait
+            # in a new Task; a timeout scope costs only a timer.
+            async with asyncio.timeout(timeout):
+                await changed.wait()
         except TimeoutError:
             return False
         return True
