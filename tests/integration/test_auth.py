@@ -18,6 +18,7 @@ from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
 from infra.tokens import Role, TokenStore
+from tests.integration.tokenkit import make_tokens
 
 PLAN = {
     "title": "Alice's CRM",
@@ -27,15 +28,15 @@ PLAN = {
 
 @pytest.fixture
 def tokens(tmp_path: Path) -> dict[str, str]:
-    store = TokenStore(Settings(data_dir=tmp_path))
-    made = {
-        "alice": store.create(Role.OWNER, "alice")[1],
-        "alice_worker": store.create(Role.WORKER, "alice")[1],
-        "bob": store.create(Role.OWNER, "bob")[1],
-        "admin": store.create(Role.ADMIN, "ops")[1],
-    }
-    store.db.datastore.close()
-    return made
+    return make_tokens(
+        tmp_path,
+        {
+            "alice": (Role.OWNER, "alice"),
+            "alice_worker": (Role.WORKER, "alice"),
+            "bob": (Role.OWNER, "bob"),
+            "admin": (Role.ADMIN, "ops"),
+        },
+    )
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from infra.settings import Settings
-from infra.tokens import Role, TokenStore
+from infra.tokens import Role
 from tests.integration.notify_kit import app_with_notifications
+from tests.integration.tokenkit import make_tokens
 
 CRM = {
     "title": "Cellphone Store CRM",
@@ -56,15 +57,15 @@ def is_spec_status(reply: str) -> bool:
 
 @pytest.fixture
 def tokens(tmp_path: Path) -> dict[str, str]:
-    store = TokenStore(Settings(data_dir=tmp_path))
-    made = {
-        "alice": store.create(Role.OWNER, "alice")[1],
-        "alice_worker": store.create(Role.WORKER, "alice")[1],
-        "bob": store.create(Role.OWNER, "bob")[1],
-        "bot": store.create(Role.ADMIN, "chatbot")[1],
-    }
-    store.db.datastore.close()
-    return made
+    return make_tokens(
+        tmp_path,
+        {
+            "alice": (Role.OWNER, "alice"),
+            "alice_worker": (Role.WORKER, "alice"),
+            "bob": (Role.OWNER, "bob"),
+            "bot": (Role.ADMIN, "chatbot"),
+        },
+    )
 
 
 @pytest.fixture

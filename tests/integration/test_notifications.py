@@ -30,10 +30,11 @@ from infra.replay import rebuild
 from infra.runtime import Runtime
 from infra.service import NewTask
 from infra.settings import Settings
-from infra.tokens import Role, TokenStore
+from infra.tokens import Role
 from projections import notifications
 from projections.registry import MODELS
 from tests.integration.notify_kit import Browser, Receiver, SmtpSink, app_with_notifications, wait_until
+from tests.integration.tokenkit import make_tokens
 
 CRM = {
     "title": "Cellphone Store CRM",
@@ -91,15 +92,15 @@ def make_config(smtp: SmtpSink, receiver: Receiver, **overrides: Any) -> NotifyS
 
 @pytest.fixture
 def tokens(tmp_path: Path) -> dict[str, str]:
-    store = TokenStore(Settings(data_dir=tmp_path))
-    made = {
-        "alice": store.create(Role.OWNER, "alice")[1],
-        "alice_worker": store.create(Role.WORKER, "alice")[1],
-        "bob": store.create(Role.OWNER, "bob")[1],
-        "bob_worker": store.create(Role.WORKER, "bob")[1],
-    }
-    store.db.datastore.close()
-    return made
+    return make_tokens(
+        tmp_path,
+        {
+            "alice": (Role.OWNER, "alice"),
+            "alice_worker": (Role.WORKER, "alice"),
+            "bob": (Role.OWNER, "bob"),
+            "bob_worker": (Role.WORKER, "bob"),
+        },
+    )
 
 
 @pytest.fixture
