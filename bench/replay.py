@@ -114,15 +114,16 @@ def raw_scan(backend: str, where: str, table: str, decode: bool = False) -> tupl
             conn.close()
     else:
         import psycopg
+        from psycopg import sql
 
-        with psycopg.connect(where) as conn:
+        query = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT 500"
+        ).format(sql.Identifier(table))
+        with psycopg.connect(where) as pg:
             last = 0
             while True:
-                page = conn.execute(
-                    "SELECT notification_id, originator_id, originator_version, topic, state "  # type: ignore[arg-type]
-                    f"FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT 500",
-                    (last,),
-                ).fetchall()
+                page = pg.execute(query, (last,)).fetchall()
                 if not page:
                     break
                 for row in page:
@@ -188,7 +189,7 @@ def rebuild_table(backend: str, sizes: tuple[int, ...], pg: Any, tmp: Path) -> T
             head = write_log(app, events)
             wrote = time.perf_counter() - started
             print(f"{backend}: log of {head:,} events written in {wrote:.0f} s", flush=True)
-            where, name = url or str(settings.sqlite_path), app.recorder.events_table_name
+            where, name = url or str(settings.sqlite_path), getattr(app.recorder, "events_table_name")  # noqa: B009
             rows, scan = raw_scan(backend, where, name)
             decoded, decode_s = raw_scan(backend, where, name, decode=True)
             one, one_s = rebuild_one(app, settings, "task_progress")
