@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
 
 from gateway.problems import Problem
+from infra import commands
 
 MAX_BODY = 64 * 1024
 S = TypeVar("S", bound=msgspec.Struct)
-_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 
 
 async def read_body(request: Request) -> bytes:
@@ -39,20 +38,8 @@ async def decode(request: Request, decoder: msgspec.json.Decoder[S]) -> S:
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    key = key.strip().strip('"')
-    if not key or len(key) > 200 or not key.isprintable():
-        raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters")
-    return key
+    return commands.idempotency_key(request.headers)
 
 
 def if_match(request: Request) -> int | None:
-    value = request.headers.get("if-match")
-    if value is None:
-        return None
-    match = _VERSION.match(value)
-    if match is None:
-        raise Problem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
-    return int(match.group(1))
+    return commands.if_match(request.headers)

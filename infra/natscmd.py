@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -29,7 +28,7 @@ from msgspec import Meta, Struct
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from infra.commands import Comment, CreateTaskIn, Text, new_task
+from infra.commands import Comment, CreateTaskIn, Text, idempotency_key, if_match, new_task
 from infra.problems import Problem, to_problem
 from infra.relay import NatsLink, Subjects
 from infra.service import Outcome, StoreUnavailable, TaskService
@@ -39,7 +38,6 @@ log = structlog.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
 QUEUE = "progressd"
-_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 
 # ---- requests ---------------------------------------------------------------------------------------------
 
@@ -310,23 +308,3 @@ class NatsCommands:
             headers["Location"] = f"/api/tasks/{view['task_id']}/progress"
             return Reply(201, headers, view)
         return Reply(200, headers, view)
-
-
-def idempotency_key(headers: dict[str, str]) -> str | None:
-    key = headers.get("idempotency-key")
-    if key is None:
-        return None
-    key = key.strip().strip('"')
-    if not key or len(key) > 200 or not key.isprintable():
-        raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 200 printable characters")
-    return key
-
-
-def if_match(headers: dict[str, str]) -> int | None:
-    value = headers.get("if-match")
-    if value is None:
-        return None
-    match = _VERSION.match(value)
-    if match is None:
-        raise Problem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
-    return int(match.group(1))

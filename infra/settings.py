@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from infra import pgurl
 
 
 @dataclass(frozen=True)
@@ -96,23 +97,10 @@ class Settings:
 
 def postgres_env(url: str) -> dict[str, str]:
     """Split a postgresql:// URL (TCP or Unix socket) into eventsourcing's POSTGRES_* keys."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(f"PROGRESSD_DATABASE_URL must start with postgresql://, got {parts.scheme!r}")
-    query = parse_qs(parts.query)
-    netloc_host = parts.netloc.rpartition("@")[2]
-    host_part, _, port_part = netloc_host.rpartition(":") if "]" not in netloc_host else (netloc_host, "", "")
-    if not port_part.isdigit():
-        host_part, port_part = netloc_host, ""
-    host = query.get("host", [unquote(host_part)])[0] or "localhost"
-    port = query.get("port", [port_part])[0] or "5432"
-    return {
-        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "POSTGRES_HOST": host,
-        "POSTGRES_PORT": port,
-        "POSTGRES_USER": unquote(parts.username or "") or query.get("user", ["postgres"])[0],
-        "POSTGRES_PASSWORD": unquote(parts.password or "") or query.get("password", [""])[0],
-    }
+    try:
+        return pgurl.postgres_env(url)
+    except ValueError as exc:
+        raise SettingsError(f"PROGRESSD_DATABASE_URL: {exc}") from None
 
 
 class SettingsError(Exception):
