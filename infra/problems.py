@@ -10,7 +10,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 
 from domain.errors import DomainError, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
 from infra.readside import BadCursor
-from infra.service import StoreUnavailable, VersionMismatch
+from infra.service import StoreUnavailable, VersionMismatch, WriteContended
 from infra.store import TaskNotFound
 
 
@@ -70,6 +70,10 @@ def to_problem(exc: Exception) -> Problem:
             return Problem(
                 412, "version-mismatch", str(exc), expected_version=exc.expected, actual_version=exc.actual
             )
+        case WriteContended():
+            problem = Problem(503, "write-contended", str(exc))
+            problem.headers["Retry-After"] = "1"
+            return problem
         case StoreUnavailable() | OperationalError() | InterfaceError():  # the latter from queries
             problem = Problem(503, "store-unavailable", "the event store is unavailable; nothing was written")
             problem.headers["Retry-After"] = "2"
@@ -95,6 +99,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     DomainError,
     TaskNotFound,
     VersionMismatch,
+    WriteContended,
     StoreUnavailable,
     OperationalError,
     InterfaceError,

@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import json
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +30,11 @@ from infra.store import ProgressApp, TaskNotFound
 log = structlog.get_logger(__name__)
 R = TypeVar("R")
 KEY_NAMESPACE = UUID("6f1c2b7e-4d0a-4f63-9a51-8e2f3c4d5a6b")
-MAX_CONFLICT_RETRIES = 5
+# A command without If-Match that loses a race to another writer is redone on the fresh task, with jittered
+# backoff so that two processes hammering one task take turns; after this many tries it answers 503.
+MAX_CONFLICT_RETRIES = 24
+CONFLICT_BACKOFF_S = 0.002
+CONFLICT_BACKOFF_MAX_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -221,10 +227,10 @@ class TaskService:
             try:
                 return self._outcome(task, self._save(task))
             except IntegrityError:
-                if if_match is not None or attempt == MAX_CONFLICT_RETRIES - 1:
-                    latest = self.load(task_id, owner)
-                    raise VersionMismatch(if_match or task.version - 1, latest.version) from None
-        raise AssertionError("unreachable")
+                if if_match is not None:
+                    raise VersionMismatch(if_match, self.load(task_id, owner).version) from None
+                _back_off(attempt)
+        raise WriteContended(str(task_id), MAX_CONFLICT_RETRIES)
 
     def restart_sync(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
         """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
@@ -249,11 +255,10 @@ class TaskService:
             try:
                 position = self._save(old, new)
             except IntegrityError:  # another process wrote the old task meanwhile: like commands, retry
-                if attempt == MAX_CONFLICT_RETRIES - 1:
-                    raise VersionMismatch(old.version - 1, self.load(task_id, owner).version) from None
+                _back_off(attempt)
                 continue
             return self._outcome(new, position, created=True)
-        raise AssertionError("unreachable")
+        raise WriteContended(str(task_id), MAX_CONFLICT_RETRIES)
 
     # ---- queries ----------------------------------------------------------------------------------------
 
@@ -448,13 +453,25 @@ def _settle(future: Future[Any], fn: Callable[[], Any], started: bool = False) -
         future.set_exception(exc)
 
 
+def _back_off(attempt: int) -> None:
+    """Sleep a random while that grows with each lost race, so colliding writers stop colliding."""
+    time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_MAX_S, CONFLICT_BACKOFF_S * 2**attempt)))
+
+
 class VersionMismatch(Exception):
-    """The task moved on since the version the caller expected (If-Match), or writers kept colliding."""
+    """The task moved on since the version the caller expected (If-Match)."""
 
     def __init__(self, expected: int, actual: int) -> None:
         self.expected = expected
         self.actual = actual
         super().__init__(f"task is at version {actual}, not {expected}")
+
+
+class WriteContended(Exception):
+    """Other writers kept changing the task for every retry; nothing was written, the caller may retry."""
+
+    def __init__(self, task_id: str, tries: int) -> None:
+        super().__init__(f"task {task_id} changed under each of {tries} attempts; nothing was written")
 
 
 class StoreUnavailable(Exception):
