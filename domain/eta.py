@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,11 @@ from functools import cached_property, lru_cache
 from statistics import NormalDist
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
 Confidence = Literal["low", "medium", "high"]
+FloatArray = npt.NDArray[np.float64]
 ANY = "any"
 UNKNOWN = "unknown"  # what step_stats records for a task without a complexity
 _N = NormalDist()
@@ -236,7 +239,7 @@ def estimate(
     low = min(eta, max(0, math.floor(_quantile(outcomes, lo) / 1000)))
     high = max(eta, math.ceil(_quantile(outcomes, 1 - lo) / 1000))
     # Confidence: how likely the ETA is to keep the spec's promise (within +-b of the truth).
-    kept = sum(1 for t in outcomes if abs(eta_ms - t) <= band * t) / len(outcomes)
+    kept = float(np.mean(np.abs(eta_ms - outcomes) <= band * outcomes))
     sources = sorted({refs[s["order"]].source for s in steps if s["status"] != "completed"})
     confidence: Confidence = "high" if kept >= params.high_confidence else "medium"
     if kept < params.medium_confidence or stalled is not None or (sources == ["prior"] and not done):
@@ -615,15 +618,6 @@ class _Latent:
         css, csg, cgg = self.cov
         return mu + ms + load * mg, noise + css + 2 * load * csg + load * load * cgg
 
-    def draw(self, rng: random.Random) -> tuple[float, float]:
-        ms, mg = self.mean
-        css, csg, cgg = self.cov
-        l11 = math.sqrt(max(css, 0.0))
-        l21 = csg / l11 if l11 > 0 else 0.0
-        l22 = math.sqrt(max(cgg - l21 * l21, 0.0))
-        z1, z2 = rng.gauss(0, 1), rng.gauss(0, 1)
-        return ms + l11 * z1, mg + l21 * z1 + l22 * z2
-
 
 # ---- the running steps: truncated at what has elapsed --------------------------------------------------
 
@@ -690,25 +684,69 @@ class _Running:
             tuple((w / total, mm, vv) for w, (_, mm, vv) in zip(weights, parts, strict=True)),
         )
 
-    def draw(self, rng: random.Random) -> float:
-        """One draw of the work this step still needs."""
-        weight, m, v = self.components[0]
-        if rng.random() >= weight:
-            _, m, v = self.components[1]
-        sd = math.sqrt(v)
-        a = (self.lower - m) / sd if self.lower > -math.inf else -math.inf
-        return max(math.exp(m + sd * _draw_above(rng, a)) - self.elapsed, 0.0)
+    def draws(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """n draws of the work this step still needs: a component each, then a duration above the elapsed."""
+        picks = rng.random(n) >= self.bulk_weight
+        out = np.empty(n)
+        for k, (_, m, v) in enumerate(self.components):
+            chosen = picks if k else ~picks
+            count = int(chosen.sum())
+            if count:
+                sd = math.sqrt(v)
+                a = (self.lower - m) / sd if self.lower > -math.inf else -math.inf
+                out[chosen] = np.exp(m + sd * _draws_above(rng, a, count))
+        return np.maximum(out - self.elapsed, 0.0)
 
 
-def _draw_above(rng: random.Random, a: float) -> float:
-    """A standard normal draw conditioned on being above a."""
+def _draws_above(rng: np.random.Generator, a: float, n: int) -> FloatArray:
+    """n standard normal draws conditioned on being above a."""
     if a == -math.inf:
-        return rng.gauss(0, 1)
+        return rng.standard_normal(n)
     if a > 5:  # far in the tail the excess over a is close to exponential with rate a
-        return a + rng.expovariate(a)
+        return a + rng.exponential(1 / a, n)
     low = _N.cdf(a)
-    u = low + (1 - low) * rng.random()
-    return _N.inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+    return _inv_cdf(np.clip(low + (1 - low) * rng.random(n), 1e-12, 1 - 1e-12))
+
+
+# Acklam's rational approximation of the standard normal quantile (relative error below 1.2e-9).
+_A = (
+    -39.69683028665376,
+    220.9460984245205,
+    -275.9285104469687,
+    138.3577518672690,
+    -30.66479806614716,
+    2.506628277459239,
+)
+_B = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
+_C = (
+    -0.007784894002430293,
+    -0.3223964580411365,
+    -2.400758277161838,
+    -2.549732539343734,
+    4.374664141464968,
+    2.938163982698783,
+)
+_D = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
+
+
+def _inv_cdf(p: FloatArray) -> FloatArray:
+    """The standard normal quantile of each p in (0, 1)."""
+    q = np.minimum(p, 1 - p)
+    tail = q < 0.02425
+    r = np.sqrt(-2 * np.log(np.where(tail, q, 0.5)))
+    x_tail = _poly(_C, r) / (_poly(_D, r) * r + 1)
+    c = np.where(tail, 0.0, p - 0.5)
+    c2 = c * c
+    x_mid = _poly(_A, c2) * c / (_poly(_B, c2) * c2 + 1)
+    out: FloatArray = np.where(tail, np.where(p < 0.5, x_tail, -x_tail), x_mid)
+    return out
+
+
+def _poly(coefficients: tuple[float, ...], x: FloatArray) -> FloatArray:
+    out = np.full_like(x, coefficients[0])
+    for k in coefficients[1:]:
+        out = out * x + k
+    return out
 
 
 @dataclass(frozen=True)
@@ -723,21 +761,28 @@ class _Pending:
 
 def _simulate(
     latent: _Latent, running: list[_Running], pending: list[_Pending], params: EtaParams
-) -> list[float]:
+) -> FloatArray:
     """Sorted draws of the remaining work: Monte Carlo over the task's speed, step noise and stalls."""
-    rng = random.Random(20240115)  # fixed: an estimate is a pure function of its inputs
-    totals = []
-    for _ in range(max(params.draws, 1)):
-        s, g = latent.draw(rng)
-        total = sum(step.draw(rng) for step in running)
-        for p in pending:
-            x = p.mu + s + p.load * g + p.sd * rng.gauss(0, 1)
-            if rng.random() < p.tail_p:
-                x += p.tail_shift + math.sqrt(p.tail_var) * rng.gauss(0, 1)
-            total += math.exp(x)
-        totals.append(total)
-    return sorted(totals)
+    n = max(params.draws, 1)
+    rng = np.random.default_rng(20240115)  # fixed: an estimate is a pure function of its inputs
+    ms, mg = latent.mean
+    css, csg, cgg = latent.cov
+    l11 = math.sqrt(max(css, 0.0))
+    l21 = csg / l11 if l11 > 0 else 0.0
+    l22 = math.sqrt(max(cgg - l21 * l21, 0.0))
+    z1, z2 = rng.standard_normal(n), rng.standard_normal(n)
+    s, g = ms + l11 * z1, mg + l21 * z1 + l22 * z2  # the task's speed and the references' shared error
+    total = np.zeros(n)
+    for step in running:
+        total += step.draws(rng, n)
+    for p in pending:
+        x = p.mu + s + p.load * g + p.sd * rng.standard_normal(n)
+        stalls = rng.random(n) < p.tail_p
+        x += stalls * (p.tail_shift + math.sqrt(p.tail_var) * rng.standard_normal(n))
+        total += np.exp(x)
+    total.sort()
+    return total
 
 
-def _quantile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+def _quantile(ordered: FloatArray, q: float) -> float:
+    return float(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))])

@@ -70,7 +70,7 @@ def create_app(
             await asyncio.to_thread(runtime.close)
             raise
         runtime.start()
-        tail = LogTail(runtime.app)
+        tail = LogTail(runtime.app, eta=runtime.read.eta_as_of_update)
         tail.start(asyncio.get_running_loop())
         runtime.service.on_saved(tail.wake)
         app.state.runtime = runtime

@@ -36,6 +36,14 @@ class ReadSide:
             return view
         return {**view, **eta_fields(view, self.eta_history(), now or datetime.now(UTC))}
 
+    def eta_as_of_update(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A view's estimate members as of its own updated_at (what a live update carries)."""
+        if "step_stats" not in self.views:
+            return {}
+        at = view.get("updated_at")
+        now = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(UTC)
+        return eta_fields(view, self.eta_history(), now)
+
     def _q(self, model: str, sql: str, params: Row | None = None) -> list[Row]:
         return self.views[model].query(sql, params)
 

@@ -15,7 +15,7 @@ from domain.progress import iso
 from domain.task import Task
 from infra.projector import TaskCache
 from infra.runtime import Runtime
-from infra.tail import Entry, LogTail, entries_for
+from infra.tail import Batch, Entry, LogTail
 from projections.messages import ResyncRequired, Snapshot, encoder, snapshot
 
 R = TypeVar("R")
@@ -151,7 +151,7 @@ class Streams:
         if not events:
             return []
         index = dict(await self._index(task_id, after, events[-1].originator_version))
-        out = []
+        out = Batch(self.tail.eta)
         for event in events:
             position = index.get(event.originator_version)
             if position is None:
@@ -161,8 +161,8 @@ class Streams:
                 position = tail_entries[0].position
             task = event.mutate(task)
             assert isinstance(task, Task)
-            out.append(entries_for(event, task, position))
-        return out
+            out.add(event, task, position)
+        return out.entries()
 
     async def _resync(self, task_id: UUID, owner: str | None, cursor: Cursor, reason: str) -> list[bytes]:
         snap = await self.task_snapshot(task_id, owner)
@@ -232,15 +232,15 @@ class Streams:
         tasks = cache or TaskCache(self.app, size=500)
 
         def load() -> tuple[list[Entry], int]:
-            out = []
+            out = Batch(self.tail.eta)
             last = after
             for notification in self.app.notifications(after, BATCH, stop=self.tail.first):
                 last = notification.id
                 event = self.app.mapper.to_domain_event(notification)
                 if isinstance(event, Task.Event):
                     task, _ = tasks.advance(event)
-                    out.append(entries_for(event, task, notification.id))
-            return out, last
+                    out.add(event, task, notification.id)
+            return out.entries(), last
 
         entries, last = await self._read(load)
         return tasks, entries, last

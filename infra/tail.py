@@ -10,13 +10,14 @@ import asyncio
 import bisect
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import structlog
 
+from domain.progress import progress_view
 from domain.task import Task
 from infra.projector import TaskCache
 from infra.store import ProgressApp
@@ -37,16 +38,47 @@ class Entry:
     tick: bool  # only progress ticks: a lagging reader may keep just the latest per task
 
 
-def entries_for(event: Any, task: Task, position: int) -> Entry:
-    messages: list[Message] = messages_for(event, task, position)
-    return Entry(
-        position=position,
-        task_id=str(task.id),
-        owner=task.owner,
-        seq=event.originator_version,
-        frames=tuple(encoder.encode(m) for m in messages),
-        tick=bool(messages) and all(isinstance(m, ProgressMsg) for m in messages),
-    )
+Estimator = Callable[[dict[str, Any]], dict[str, Any]]  # a view -> its estimate members, as of updated_at
+ETA_FIELDS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence", "needs_attention")
+
+
+class Batch:
+    """Entries of consecutive events. The last progress message of each task in the batch carries the time
+    estimate: a live batch is an event or two, and a reader catching up gets one estimate per task, not one
+    per tick it missed."""
+
+    def __init__(self, eta: Estimator | None = None) -> None:
+        self.eta = eta
+        self._items: list[tuple[int, str, str, int, list[Message]]] = []
+        self._last: dict[str, tuple[list[Message], dict[str, Any]]] = {}
+
+    def add(self, event: Any, task: Task, position: int) -> None:
+        """One event and the task right after it."""
+        messages: list[Message] = messages_for(event, task, position)
+        task_id = str(task.id)
+        if self.eta is not None and any(isinstance(m, ProgressMsg) for m in messages):
+            self._last[task_id] = (messages, progress_view(task))
+        self._items.append((position, task_id, task.owner, event.originator_version, messages))
+
+    def entries(self) -> list[Entry]:
+        assert self.eta is not None or not self._last
+        for messages, view in self._last.values():
+            estimate = self.eta(view) if self.eta is not None else {}
+            for message in messages:
+                if isinstance(message, ProgressMsg):
+                    for name in ETA_FIELDS:
+                        setattr(message, name, estimate.get(name))
+        return [
+            Entry(
+                position=position,
+                task_id=task_id,
+                owner=owner,
+                seq=seq,
+                frames=tuple(encoder.encode(m) for m in messages),
+                tick=bool(messages) and all(isinstance(m, ProgressMsg) for m in messages),
+            )
+            for position, task_id, owner, seq, messages in self._items
+        ]
 
 
 def _seq(entry: Entry) -> int:
@@ -63,8 +95,10 @@ class LogTail:
         per_task: int = 2_000,
         tasks: int = 10_000,
         poll: float = 0.05,
+        eta: Estimator | None = None,
     ) -> None:
         self.app = app
+        self.eta = eta
         self.window = window
         self.per_task = per_task
         self.max_tasks = tasks
@@ -118,13 +152,13 @@ class LogTail:
         batch = self.app.notifications(self.position, 500)
         if not batch:
             return False
-        fresh = []
+        fresh = Batch(self.eta)
         for notification in batch:
             event = self.app.mapper.to_domain_event(notification)
             if isinstance(event, Task.Event):
                 task, _ = self._cache.advance(event)
-                fresh.append(entries_for(event, task, notification.id))
-        self._append(fresh, batch[-1].id)
+                fresh.add(event, task, notification.id)
+        self._append(fresh.entries(), batch[-1].id)
         return True
 
     def _append(self, fresh: Iterable[Entry], position: int) -> None:

@@ -34,9 +34,17 @@ class Snapshot(Message, tag="snapshot"):
 
 
 class ProgressMsg(Message, tag="progress"):
+    """The task's percent and the step's. The estimate is as of `at` (null when a later message in the
+    same burst of the same task carries it, so a reader catching up is not sent stale estimates)."""
+
     percent: int
     step: int | None = None
     step_percent: int | None = None
+    eta_seconds: int | None = None
+    eta_low_seconds: int | None = None
+    eta_high_seconds: int | None = None
+    eta_confidence: str | None = None
+    needs_attention: bool | None = None
 
 
 class StepStarted(Message, tag="step_started"):

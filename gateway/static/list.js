@@ -6,6 +6,7 @@ import {
   apply,
   currentLine,
   etaText,
+  hasEstimate,
   isAtLeastAsNew,
   isFinished,
   taskState,
@@ -66,7 +67,7 @@ export function listPage() {
       notifyFor(m, view);
       render();
       if (!TICKS.has(m.type)) scheduleLoad(500);
-      else if (view.eta_seconds != null && m.type !== "log") scheduleLoad(3000);
+      else if (view.eta_seconds != null && m.type !== "log" && !hasEstimate(m)) scheduleLoad(3000);
     },
   });
 

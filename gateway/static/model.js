@@ -109,6 +109,7 @@ export function apply(view, m) {
     case "progress":
       view.progress = m.percent;
       if (step && m.step_percent != null) step.progress = m.step_percent;
+      if (hasEstimate(m)) for (const k of ETA_FIELDS) view[k] = m[k];
       break;
     case "substep_done":
       if (step?.substeps[m.substep - 1]) step.substeps[m.substep - 1].done = true;
@@ -220,6 +221,13 @@ function refreshStatus(view, at) {
     view.error = null;
   }
   if (!view.started_at && view.status === "running") view.started_at = at;
+}
+
+const ETA_FIELDS = ["eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence"];
+
+/** Whether a live message carries the time estimate (as of its `at`, like the view's as of updated_at). */
+export function hasEstimate(m) {
+  return m.type === "progress" && m.eta_confidence != null;
 }
 
 /** Work clocks run for running steps: bring each step's work_ms from the view's updated_at up to `at`. */

@@ -9,6 +9,7 @@ import {
   currentLine,
   duration,
   etaText,
+  hasEstimate,
   isAtLeastAsNew,
   isFinished,
   liveWorkMs,
@@ -116,7 +117,7 @@ export function taskPage() {
       notifyFor(m, view);
       render();
       if (!TICKS.has(m.type)) scheduleRefresh(250);
-      else if (view.eta_seconds != null && m.type !== "log") scheduleRefresh(2000); // the ETA moved
+      else if (view.eta_seconds != null && m.type !== "log" && !hasEstimate(m)) scheduleRefresh(2000);
     },
   });
 

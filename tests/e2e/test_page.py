@@ -398,6 +398,13 @@ def test_times_and_the_eta_read_like_the_spec(context: BrowserContext) -> None:
             started: m.ago("2024-01-15T10:00:00.000Z", now),
             seconds: m.ago("2024-01-15T10:01:18.000Z", now),
             took: m.duration(75000),
+            live: (() => {  // a progress message brings its own estimate, as of its `at`
+              const v = { ...view, version: 7, progress: 40, steps: [] };
+              m.apply(v, { type: "progress", seq: 8, part: 1, parts: 1, at: "2024-01-15T10:01:50.000Z",
+                           percent: 45, eta_seconds: 100, eta_low_seconds: 80, eta_high_seconds: 160,
+                           eta_confidence: "high" });
+              return m.etaText(v, now).text;
+            })(),
           };
         }"""
     )
@@ -409,6 +416,7 @@ def test_times_and_the_eta_read_like_the_spec(context: BrowserContext) -> None:
         "started": "2 min ago",
         "seconds": "42 s ago",
         "took": "1 min 15 s",
+        "live": "2 min remaining",
     }
     assert errors == []
 

@@ -202,6 +202,46 @@ def test_commands_over_the_socket_are_acknowledged(server: ServerProcess) -> Non
         assert [e["type"] for e in events][-2:] == ["Paused", "Resumed"]
 
 
+def test_live_progress_messages_carry_the_time_estimate(server: ServerProcess) -> None:
+    """One command at a time, each waited for: every progress message is the last of its burst and carries
+    the estimate as of its own `at`."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        plan = {"title": "Import", "steps": [{"name": f"Load part {n}"} for n in (1, 2, 3, 4)]}
+        tid = client.post("/api/tasks", json=plan).json()["task_id"]
+        base = f"/api/tasks/{tid}/steps"
+        commands = [(f"{base}/1/start", None), (f"{base}/1/progress", {"percent": 40})]
+        commands += [(f"{base}/1/complete", None)]
+        commands += [(f"{base}/{n}/{verb}", None) for n in (2, 3, 4) for verb in ("start", "complete")]
+
+        async def scenario() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            async with websockets.connect(ws_url(server, f"/ws/tasks/{tid}")) as ws:
+                await recv(ws)  # snapshot
+                for path, body in commands:
+                    answer = (await asyncio.to_thread(client.post, path, json=body)).json()
+                    assert "version" in answer, answer
+                    while not out or out[-1]["seq"] < answer["version"] or out[-1]["part"] < out[-1]["parts"]:
+                        out.append(await recv(ws))
+            return out
+
+        got = asyncio.run(scenario())
+
+    ticks = [m for m in got if m["type"] == "progress"]
+    running, done = ticks[:-1], ticks[-1]
+    assert [m["percent"] for m in running] == [0, 10, 25, 25, 50, 50, 75, 75]
+    for m in running:
+        assert isinstance(m["eta_seconds"], int) and m["eta_seconds"] > 0, m
+        assert m["eta_low_seconds"] <= m["eta_seconds"] <= m["eta_high_seconds"], m
+        assert m["eta_confidence"] in ("low", "medium", "high"), m
+        assert m["needs_attention"] is False, m
+    assert running[0]["eta_confidence"] == "low"  # nothing finished, no history: a prior only
+    # With nothing known, four steps of about a minute each; once steps finish in milliseconds, the task's
+    # own speed says the rest is quick.
+    assert running[0]["eta_seconds"] >= 60 > running[-1]["eta_seconds"], [m["eta_seconds"] for m in running]
+    assert done["percent"] == 100 and done["eta_seconds"] == 1  # all steps done, the task not yet
+    assert got[-1]["type"] == "task_complete"
+
+
 def test_bad_frames_get_typed_errors_and_change_nothing(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         tid = client.post("/api/tasks", json=CRM).json()["task_id"]
