@@ -270,7 +270,7 @@ def gateway(
     """`python -m gateway serve` with the bench's settings (no rate limit, no heartbeats, quiet logs).
 
     `without_eta` serves views without their time estimate (`ReadSide.with_eta` returns the view as it
-    is): only to show what computing the estimate for every answer costs."""
+    is, and `eta_as_of_update` nothing): only to show what computing the estimate for every answer costs."""
     data_dir.mkdir(parents=True, exist_ok=True)
     full = {**os.environ, **BENCH_ENV, "PROGRESSD_DATA_DIR": str(data_dir), **(env or {})}
     for key in ("PROGRESSD_DATABASE_URL", "PROGRESSD_NATS_URL"):
@@ -283,6 +283,7 @@ def gateway(
     if without_eta:
         code = (
             "import infra.readside; infra.readside.ReadSide.with_eta = lambda self, view, now=None: view; "
+            "infra.readside.ReadSide.eta_as_of_update = lambda self, view: {}; "
             "import sys; sys.argv = ['progressd', *sys.argv[1:]]; from gateway.cli import main; main()"
         )
         command = [sys.executable, "-c", code, "serve", *args]

@@ -292,7 +292,8 @@ def over_http(
         f"{sizes.http_seconds:.0f} s per row; `POST /api/tasks/<id>/steps/1/progress` round-robin over 50 "
         "running tasks; every answer waits until the read models include the command (read-your-writes) "
         "and carries the task's time estimate. The last row runs a gateway whose answers skip the estimate "
-        "(`ReadSide.with_eta` bypassed), to show what computing it for every answer costs. Raw one-row "
+        "(`ReadSide.with_eta` and `eta_as_of_update` bypassed), to show what computing it for every "
+        "answer costs. Raw one-row "
         "commits/s is the median of the three raw figures of the one-writer table (same run)."
     )
     return table

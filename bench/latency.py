@@ -178,7 +178,8 @@ def run(quick: bool = False, pg: Any = None, nats_server: Any = None, command: s
         "answer waits for the read models (read-your-writes), so it can come after the WebSocket "
         "message. The load average (2 cores here) is read after each row: other processes' work shows "
         "up directly as latency. The row 'answers without ETA' runs a gateway whose views skip the time "
-        "estimate (`ReadSide.with_eta` bypassed), to show what computing it for every answer costs."
+        "estimate (`ReadSide.with_eta` and `eta_as_of_update` bypassed), to show what computing it for "
+        "every answer costs."
     )
     print(table.text(), flush=True)
     write_section(

@@ -59,6 +59,16 @@ class StepHistory:
 History = Mapping[tuple[str, str], StepHistory]
 
 
+class HistoryTable(dict[tuple[str, str], StepHistory]):
+    """A history that keeps what the estimator derives from it (references per step name, the complexity
+    factor), so estimates made from the same history do not derive them again. Never change one in place:
+    build a new table when step_stats moves."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.derived: dict[tuple[str, int | None, int], tuple[EtaParams, _Context]] = {}
+
+
 @dataclass(frozen=True)
 class EtaParams:
     """The estimator's assumptions; the defaults are what `bench/eta.py` reports on."""
@@ -128,9 +138,9 @@ def normalise_step_name(name: str) -> str:
     return " ".join(re.sub(r"[^a-z ]+", " ", name.lower()).split())
 
 
-def history_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], StepHistory]:
+def history_from_rows(rows: Iterable[Mapping[str, Any]]) -> HistoryTable:
     """step_stats rows (`recent` as JSON text or a list, or missing) as the estimator's history."""
-    out: dict[tuple[str, str], StepHistory] = {}
+    out = HistoryTable()
     for row in rows:
         raw = row.get("recent")
         recent = json.loads(raw) if isinstance(raw, str) else (raw or [])
@@ -175,7 +185,7 @@ def estimate(
         return Estimate(None, None, None, None, False, f"task {status}")
     if status == "failed":
         return Estimate(None, None, None, None, True, "a step failed: waiting for a retry or a skip")
-    ctx = _Context(history, view.get("complexity"), view.get("tables"), params)
+    ctx = _context(history, view.get("complexity"), view.get("tables"), params)
     steps = [s for s in view["steps"] if s["status"] != "skipped"]
     keys = {s["order"]: normalise_step_name(s["name"]) for s in steps}
     refs = {order: ctx.reference(key) for order, key in keys.items()}
@@ -368,8 +378,23 @@ class _Profile:
     tail_var: float
 
 
+def _context(history: History, complexity: str | None, tables: int | None, params: EtaParams) -> _Context:
+    """The history as seen by tasks of one complexity and size: kept on a HistoryTable, else made anew."""
+    derived = history.derived if isinstance(history, HistoryTable) else None
+    if derived is None:
+        return _Context(history, complexity, tables, params)
+    key = (complexity or UNKNOWN, tables, id(params))
+    found = derived.get(key)
+    if found is None or found[0] is not params:
+        if len(derived) >= 256:  # many task sizes: start over rather than grow
+            derived.clear()
+        found = derived[key] = (params, _Context(history, complexity, tables, params))
+    return found[1]
+
+
 class _Context:
-    """Per-call view of the history: profiles, the complexity factor and the typical step."""
+    """The history as seen by tasks of one complexity and size: profiles, the complexity factor, the
+    typical step and each step name's reference (all pure functions of the history, so kept)."""
 
     def __init__(
         self, history: History, complexity: str | None, tables: int | None, params: EtaParams
@@ -379,6 +404,7 @@ class _Context:
         self.complexity = complexity or UNKNOWN
         self.tables = tables
         self._profiles: dict[tuple[str, str], _Profile | None] = {}
+        self._references: dict[str, _Ref] = {}
         self.factor, self.factor_var = self._complexity_factor()
 
     @cached_property
@@ -406,9 +432,13 @@ class _Context:
         return self._profiles[(key, group)]
 
     def reference(self, key: str) -> _Ref:
-        ref = self._reference(key)
-        scale = self.table_scale(key)
-        return replace(ref, mu=ref.mu + scale) if scale and ref.source == "history" else ref
+        found = self._references.get(key)
+        if found is None:
+            ref = self._reference(key)
+            scale = self.table_scale(key)
+            found = replace(ref, mu=ref.mu + scale) if scale and ref.source == "history" else ref
+            self._references[key] = found
+        return found
 
     def _reference(self, key: str) -> _Ref:
         params = self.params

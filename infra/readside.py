@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -12,6 +14,8 @@ from domain.eta import History, eta_fields, history_from_rows
 from infra.views import ViewRecorder
 from projections.model import Row
 
+ESTIMATES_KEPT = 4096
+
 
 class ReadSide:
     """Answers the API's queries from the read models, scoped to an owner (None sees every task)."""
@@ -19,6 +23,9 @@ class ReadSide:
     def __init__(self, views: dict[str, ViewRecorder]) -> None:
         self.views = views
         self._eta: tuple[int, History] | None = None
+        # Estimates as of a version's own updated_at, shared by the command's answer and its live message.
+        self._estimates: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+        self._estimates_lock = threading.Lock()
 
     def eta_history(self) -> History:
         """step_stats as the estimator's history; re-read only when the projection has moved on."""
@@ -37,12 +44,28 @@ class ReadSide:
         return {**view, **eta_fields(view, self.eta_history(), now or datetime.now(UTC))}
 
     def eta_as_of_update(self, view: dict[str, Any]) -> dict[str, Any]:
-        """A view's estimate members as of its own updated_at (what a live update carries)."""
+        """A view's estimate members as of its own updated_at: what its live update and the answer to the
+        command that made it carry. Computed once per task version and history."""
         if "step_stats" not in self.views:
             return {}
+        history = self.eta_history()
+        key = (str(view["task_id"]), int(view["version"]), self._eta[0] if self._eta else 0)
+        with self._estimates_lock:
+            found = self._estimates.get(key)
+        if found is not None:
+            return found
         at = view.get("updated_at")
         now = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(UTC)
-        return eta_fields(view, self.eta_history(), now)
+        found = eta_fields(view, history, now)
+        with self._estimates_lock:
+            self._estimates[key] = found
+            while len(self._estimates) > ESTIMATES_KEPT:
+                self._estimates.popitem(last=False)
+        return found
+
+    def with_update_eta(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The view of a command's answer, with the estimate as of the command (see eta_as_of_update)."""
+        return {**view, **self.eta_as_of_update(view)}
 
     def _q(self, model: str, sql: str, params: Row | None = None) -> list[Row]:
         return self.views[model].query(sql, params)
