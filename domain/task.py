@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, Snapshot, event
 
 from domain.errors import IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
 from domain.state import ACTIVE_STEP, FINISHED_STEP, STEP_FROM, TASK_FROM, StepStatus, TaskStatus
@@ -103,6 +103,17 @@ class Task(Aggregate):
 
     class Event(Aggregate.Event):
         """Base of the Task's events."""
+
+    class Snapshot(Snapshot):
+        """The task's state at a version, so a long task loads from here instead of its first event.
+
+        A change to the state's shape bumps `Task.class_version` and adds an `upcast_vN_vM(state)`
+        staticmethod, as for events; steps come back through the store's transcoding for `Step`."""
+
+        def mutate(self, _: None) -> Any:
+            task: Any = super().mutate(None)
+            task.status = TaskStatus(task.status)  # JSON gives the enum back as its plain string
+            return task
 
     @staticmethod
     def create_id(task_id: UUID | None = None, **_: Any) -> UUID:

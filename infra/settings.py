@@ -30,6 +30,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "auto"
+    snapshots: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +62,7 @@ class Settings:
                 ),
                 log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
                 log_format=(get("LOG_FORMAT") or defaults.log_format).lower(),
+                snapshots=_flag("SNAPSHOTS", get("SNAPSHOTS"), defaults.snapshots),
             )
         except ValueError as exc:
             raise SettingsError(f"invalid PROGRESSD_* setting: {exc}") from None
@@ -79,13 +81,16 @@ class Settings:
 
     def store_env(self) -> dict[str, str]:
         """The eventsourcing environment for the event store and the read models."""
+        snapshots = {"IS_SNAPSHOTTING_ENABLED": "y" if self.snapshots else "n"}
         if self.database_url is None:
             return {
+                **snapshots,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         return {
+            **snapshots,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_POOL_SIZE": str(self.pool_size),
             # Not the insert function: in eventsourcing 9.5.6 it skips the table lock, so writers in several
@@ -93,6 +98,16 @@ class Settings:
             "POSTGRES_CONNECT_TIMEOUT": "1",
             **postgres_env(self.database_url),
         }
+
+
+def _flag(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "y", "yes", "on", "true"):
+        return True
+    if raw.lower() in ("0", "n", "no", "off", "false"):
+        return False
+    raise ValueError(f"PROGRESSD_{name} must be on or off, not {raw!r}")
 
 
 def postgres_env(url: str) -> dict[str, str]:

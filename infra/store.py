@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import InterfaceError, Notification, OperationalError, Recording
+from eventsourcing.persistence import (
+    InterfaceError,
+    JSONTranscoder,
+    Notification,
+    OperationalError,
+    Recording,
+    Transcoding,
+)
 from psycopg_pool import ConnectionPool
 
-from domain.task import Task
+from domain.state import StepStatus
+from domain.task import Step, Task
 from infra.settings import Settings
 
 R = TypeVar("R")
@@ -19,6 +28,7 @@ R = TypeVar("R")
 # each; a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
 PROBE_INTERVAL = 0.25
 PROBE_TIMEOUT = 0.5
+SNAPSHOT_EVERY = 500  # events between a task's snapshots
 
 
 class ProgressApp(Application[UUID]):
@@ -28,6 +38,12 @@ class ProgressApp(Application[UUID]):
     # Every command loads the task it changes: keep recent tasks in memory and fast-forward them from the
     # store (so other writers' events are still seen) instead of replaying the whole task every time.
     env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "2000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    # A task not in that cache loads from its latest snapshot and the events after it (when snapshots are on:
+    # Settings.snapshots). Snapshots are a cache of the log: dropping them loses nothing.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Task: SNAPSHOT_EVERY}
+    snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {
+        Task: lambda task, events: _project(task, events)
+    }
     _down_since: float | None = None
     _next_probe = 0.0
 
@@ -42,6 +58,10 @@ class ProgressApp(Application[UUID]):
         if not isinstance(task, Task):
             raise TaskNotFound(str(task_id))
         return task
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(StepAsDict())
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         return self._guarded(lambda: super(ProgressApp, self).save(*objs, **kwargs))
@@ -99,6 +119,22 @@ class ProgressApp(Application[UUID]):
             return False
         self._down_since = None
         return True
+
+
+class StepAsDict(Transcoding):
+    """A Step in a snapshot: its fields by name (fields added later take their defaults)."""
+
+    type = Step
+    name = "progressd_step"
+    fields = frozenset(f.name for f in dataclasses.fields(Step))
+
+    def encode(self, obj: Step) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in self.fields}
+
+    def decode(self, data: dict[str, Any]) -> Step:
+        step = Step(**{k: v for k, v in data.items() if k in self.fields})
+        step.status = StepStatus(step.status)
+        return step
 
 
 def _project(aggregate: Any, events: Iterable[Any]) -> Any:
