@@ -9,6 +9,7 @@ import queue
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ KEY_NAMESPACE = UUID("6f1c2b7e-4d0a-4f63-9a51-8e2f3c4d5a6b")
 # A command without If-Match that loses a race to another writer is redone on the fresh task, with jittered
 # backoff so that two processes hammering one task take turns; after this many tries it answers 503.
 MAX_CONFLICT_RETRIES = 24
+SAVED_TASKS = 2000  # tasks the writer keeps as it last saved them
 CONFLICT_BACKOFF_S = 0.002
 CONFLICT_BACKOFF_MAX_S = 0.05
 
@@ -123,6 +125,11 @@ class TaskService:
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="progressd-reader")
         self._listeners: list[Callable[[int], None]] = []
         self._lock = threading.Lock()
+        # Tasks as this process last saved them. A command takes its task out (so nothing else changes it
+        # meanwhile) and puts it back once saved: no reload, no copy. Another process's write shows up as a
+        # conflict on save, and the command is redone on the task read from the store.
+        self._saved: OrderedDict[UUID, Task] = OrderedDict()
+        self._saved_lock = threading.Lock()
 
     def on_saved(self, listener: Callable[[int], None]) -> None:
         """Call `listener(position)` after every save (wake projections and streams)."""
@@ -203,6 +210,7 @@ class TaskService:
             existing = self.load(task_id, owner)
             existing.replayed(key, print_)
             return self._outcome(existing, self.app.head(), replayed=True, created=True)
+        self.checkin(task)
         return self._outcome(task, position, created=True)
 
     def command_sync(
@@ -217,27 +225,62 @@ class TaskService:
         """Apply one command, retrying on a concurrent writer unless the caller pinned a version."""
         print_ = fingerprint(name, str(task_id), args)
         idem = f"{key}:{print_}" if key else None
+        fresh = False
         for attempt in range(MAX_CONFLICT_RETRIES):
-            task = self.load(task_id, owner)
-            if key and task.replayed(key, print_):
-                return self._outcome(task, self.app.head(), replayed=True)
-            if if_match is not None and task.version != if_match:
-                raise VersionMismatch(if_match, task.version)
-            apply_command(task, name, args, idem)
+            task = self.checkout(task_id, owner, fresh)
+            keep = True  # put the task back unless it may hold changes that were not saved
             try:
-                return self._outcome(task, self._save(task))
-            except IntegrityError:
-                if if_match is not None:
-                    raise VersionMismatch(if_match, self.load(task_id, owner).version) from None
-                _back_off(attempt)
+                if key and task.replayed(key, print_):
+                    return self._outcome(task, self.app.head(), replayed=True)
+                if if_match is not None and task.version != if_match:
+                    if not fresh:  # another process may have written since we saved it: look again
+                        fresh = True
+                        continue
+                    raise VersionMismatch(if_match, task.version)
+                keep = False
+                apply_command(task, name, args, idem)
+                try:
+                    position = self._save(task)
+                except IntegrityError:
+                    if if_match is not None:
+                        raise VersionMismatch(if_match, self.load(task_id, owner).version) from None
+                    fresh = True
+                    _back_off(attempt)
+                    continue
+                keep = True
+                return self._outcome(task, position)
+            finally:
+                if keep:
+                    self.checkin(task)
         raise WriteContended(str(task_id), MAX_CONFLICT_RETRIES)
+
+    def checkout(self, task_id: UUID, owner: str | None, fresh: bool = False) -> Task:
+        """Take a task out to change it: as this process last saved it, or (fresh, or not kept) as stored."""
+        with self._saved_lock:
+            task = self._saved.pop(task_id, None)
+        if task is None or fresh:
+            return self.load(task_id, owner)
+        if owner is not None and task.owner != owner:
+            self.checkin(task)
+            raise TaskNotFound(str(task_id))
+        return task
+
+    def checkin(self, task: Task) -> None:
+        """Put a task back after a save (a task with unsaved changes is dropped instead)."""
+        if task.pending_events:
+            return
+        with self._saved_lock:
+            self._saved[task.id] = task
+            self._saved.move_to_end(task.id)
+            while len(self._saved) > SAVED_TASKS:
+                self._saved.popitem(last=False)
 
     def restart_sync(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
         """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
         print_ = fingerprint("restart", str(task_id))
         idem = f"{key}:{print_}" if key else None
         for attempt in range(MAX_CONFLICT_RETRIES):
-            old = self.load(task_id, owner)
+            old = self.checkout(task_id, owner, fresh=True)  # as stored; put back once saved
             if key and old.replayed(key, print_) and old.restarted_as:
                 new = self.load(UUID(old.restarted_as), owner)
                 return self._outcome(new, self.app.head(), replayed=True, created=True)
@@ -257,6 +300,8 @@ class TaskService:
             except IntegrityError:  # another process wrote the old task meanwhile: like commands, retry
                 _back_off(attempt)
                 continue
+            self.checkin(old)
+            self.checkin(new)
             return self._outcome(new, position, created=True)
         raise WriteContended(str(task_id), MAX_CONFLICT_RETRIES)
 
@@ -394,13 +439,14 @@ class GroupWriter:
         service = self.service
         tasks: dict[UUID, Task] = {}
         applied: list[tuple[Future[Any], Task, dict[str, Any], bool]] = []
+        later: list[tuple[CommandJob, Future[Any]]] = []  # pinned versions our copy does not match
         for job, future in group:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
                 task = tasks.get(job.task_id)
                 if task is None:
-                    task = tasks[job.task_id] = service.load(job.task_id, job.owner)
+                    task = tasks[job.task_id] = service.checkout(job.task_id, job.owner)
                 elif job.owner is not None and task.owner != job.owner:
                     raise TaskNotFound(str(job.task_id))
                 print_ = fingerprint(job.name, str(job.task_id), job.args)
@@ -408,7 +454,8 @@ class GroupWriter:
                     applied.append((future, task, progress_view(task), True))
                     continue
                 if job.if_match is not None and task.version != job.if_match:
-                    raise VersionMismatch(job.if_match, task.version)
+                    later.append((job, future))  # decided on its own, against the task as stored
+                    continue
                 apply_command(task, job.name, job.args, f"{job.key}:{print_}" if job.key else None)
                 applied.append((future, task, progress_view(task), False))
             except BaseException as exc:
@@ -416,15 +463,18 @@ class GroupWriter:
         try:
             recordings = service.app.save(*tasks.values())
         except IntegrityError:
-            # Another process wrote one of these tasks meanwhile: redo each command on its own (it retries).
+            # Another process wrote one of these tasks meanwhile: redo each command on its own (it retries on
+            # the task as stored).
             for job, future in group:
                 if future.running():
                     _settle(future, partial(service.command_sync, *_job_args(job)), started=True)
             return
         except (OperationalError, StoreInterfaceError) as exc:
-            for future, *_ in applied:
+            for future in [f for f, *_ in applied] + [f for _, f in later]:
                 future.set_exception(StoreUnavailable(str(exc)))
             return
+        for task in tasks.values():
+            service.checkin(task)
         positions = {
             (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
             for r in recordings
@@ -438,6 +488,8 @@ class GroupWriter:
         for future, task, view, replayed in applied:
             position = head if replayed else positions.get((task.id, view["version"]), head)
             future.set_result(Outcome({**view, "position": position}, view["version"], position, replayed))
+        for job, future in later:
+            _settle(future, partial(service.command_sync, *_job_args(job)), started=True)
 
 
 def _job_args(job: CommandJob) -> tuple[UUID, str | None, str, dict[str, Any], str | None, int | None]:

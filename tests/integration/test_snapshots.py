@@ -92,7 +92,8 @@ def test_a_task_loaded_from_its_snapshots_equals_its_replay(settings: Settings) 
         assert without.snapshots is None and with_snapshots.snapshots is not None
         stored = list(with_snapshots.snapshots.get(task_id))
         assert [s.originator_version for s in stored] == [SNAPSHOT_EVERY, 2 * SNAPSHOT_EVERY]
-        for version in (1, SNAPSHOT_EVERY - 1, SNAPSHOT_EVERY, SNAPSHOT_EVERY + 1, 2 * SNAPSHOT_EVERY + 7, latest):
+        every = SNAPSHOT_EVERY
+        for version in (1, every - 1, every, every + 1, 2 * every + 7, latest):
             from_snapshot = with_snapshots.task(task_id, version)
             replayed = without.task(task_id, version)
             assert from_snapshot.version == replayed.version == version
