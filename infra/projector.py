@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -89,6 +91,11 @@ class Projection:
         self.position = self.view.max_tracking_id(self.name) or 0
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Projector:
     """Runs projections on a background thread, woken by the writer in-process or by a short poll."""
 
@@ -103,12 +110,19 @@ class Projector:
         self.listeners: list[Callable[[str, int], None]] = []
         self._shared: TaskCache | None = None
         self._one_database: bool | None = None
+        # Coroutines waiting for a position (read-your-writes), woken on their own event loop.
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_lock = threading.Lock()
 
     def wake(self, _position: int = 0) -> None:
         self._wake.set()
 
     def positions(self) -> dict[str, int]:
         return {p.name: p.position for p in self.projections}
+
+    def position_of(self, name: str) -> int | None:
+        """A read model's applied position (None if this projector does not keep it)."""
+        return next((p.position for p in self.projections if p.name == name), None)
 
     def run_once(self) -> int:
         """Apply everything that is in the log now; return how many notifications were applied."""
@@ -124,6 +138,7 @@ class Projector:
             total += n
             with self._progress:
                 self._progress.notify_all()
+            self._wake_waiters()
             for projection in self.projections:
                 for listener in self.listeners:
                     listener(projection.name, projection.position)
@@ -188,6 +203,39 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def applied(self, position: int) -> bool:
+        """Whether every projection has applied `position`."""
+        return all(p.position >= position for p in self.projections)
+
+    async def wait_async(self, position: int, timeout: float) -> bool:  # noqa: ASYNC109 - bounded wait
+        """Wait on the event loop, holding no thread, until every projection has applied `position` (True)
+        or the timeout passed (False)."""
+        if self.applied(position):
+            return True
+        loop = asyncio.get_running_loop()
+        entry = (position, loop, loop.create_future())
+        with self._waiters_lock:
+            self._waiters.append(entry)
+        try:
+            if not self.applied(position):  # progress made before we were listed was not announced to us
+                await asyncio.wait_for(asyncio.shield(entry[2]), timeout)
+            return True
+        except TimeoutError:
+            return self.applied(position)
+        finally:
+            with self._waiters_lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+
+    def _wake_waiters(self) -> None:
+        low = min((p.position for p in self.projections), default=0)
+        with self._waiters_lock:
+            due = [w for w in self._waiters if w[0] <= low]
+            self._waiters = [w for w in self._waiters if w[0] > low]
+        for _, loop, future in due:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_resolve, future)
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has applied `position` (True) or the timeout passed (False)."""

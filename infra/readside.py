@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -20,8 +21,11 @@ ESTIMATES_KEPT = 4096
 class ReadSide:
     """Answers the API's queries from the read models, scoped to an owner (None sees every task)."""
 
-    def __init__(self, views: dict[str, ViewRecorder]) -> None:
+    def __init__(
+        self, views: dict[str, ViewRecorder], tracked: Callable[[str], int | None] | None = None
+    ) -> None:
         self.views = views
+        self._tracked = tracked  # a read model's position without a query, when this process projects it
         self._eta: tuple[int, History] | None = None
         # Estimates as of a version's own updated_at, shared by the command's answer and its live message.
         self._estimates: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
@@ -30,7 +34,8 @@ class ReadSide:
     def eta_history(self) -> History:
         """step_stats as the estimator's history; re-read only when the projection has moved on."""
         view = self.views["step_stats"]
-        position = view.max_tracking_id("step_stats") or 0
+        known = self._tracked("step_stats") if self._tracked is not None else None
+        position = known if known is not None else view.max_tracking_id("step_stats") or 0
         cached = self._eta
         if cached is None or cached[0] != position:
             rows = view.query("SELECT step_key, complexity, count, median_ms, p90_ms, recent FROM step_stats")
@@ -191,8 +196,6 @@ class BadCursor(Exception):
 
 def parse_at(raw: str) -> str:
     """An ISO 8601 instant normalised to the form the read models store (UTC, milliseconds, Z)."""
-    from datetime import UTC, datetime
-
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

@@ -25,9 +25,9 @@ class Runtime:
         self.service = TaskService(self.app, self.metrics)
         names = models or list(MODELS)
         self.views: dict[str, ViewRecorder] = {name: open_view(settings, MODELS[name]) for name in names}
-        self.read = ReadSide(self.views)
         self.projector = Projector(Projection(self.app, v) for v in self.views.values())
         self.project = project
+        self.read = ReadSide(self.views, self.projector.position_of if project else None)
         if project:
             self.service.on_saved(self.projector.wake)
         self.metrics.probe(
@@ -66,4 +66,6 @@ class Runtime:
     async def settle(self, position: int, limit: float | None = None) -> bool:
         """Read-your-writes: wait (bounded) until the read models include `position`."""
         limit = self.settings.read_timeout if limit is None else limit
+        if self.project:
+            return await self.projector.wait_async(position, limit)
         return await asyncio.to_thread(self.wait_for_sync, position, limit)
