@@ -77,6 +77,12 @@ class Streams:
     async def _read(self, fn: Callable[[], R]) -> R:
         return await self.runtime.service.read(fn)
 
+    async def _encoded(self, entries: list[Entry]) -> list[Entry]:
+        """The entries, their estimates made (on a reader thread, not the event loop) where still owed."""
+        if any(e.estimated for e in entries):
+            await self._read(lambda: [e.frames for e in entries])
+        return entries
+
     # ---- one task ---------------------------------------------------------------------------------------
 
     async def task_snapshot(self, task_id: UUID, owner: str | None) -> Snapshot:
@@ -132,7 +138,7 @@ class Streams:
                 entries = old
             check_store = False
             if entries:
-                frames = cursor.resume(coalesce(entries), lambda e: e.seq)
+                frames = cursor.resume(await self._encoded(coalesce(entries)), lambda e: e.seq)
                 if frames:
                     yield frames
                 continue
@@ -217,7 +223,7 @@ class Streams:
             visible = [
                 e for e in entries if (owner is None or e.owner == owner) and e.seq > seen.get(e.task_id, 0)
             ]
-            frames = cursor.resume(coalesce(visible), lambda e: e.position)
+            frames = cursor.resume(await self._encoded(coalesce(visible)), lambda e: e.position)
             if last > cursor.value:
                 cursor.value, cursor.part = last, 0
             if frames:

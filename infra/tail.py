@@ -11,7 +11,7 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -26,59 +26,103 @@ from projections.messages import Message, ProgressMsg, encoder, messages_for
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One event as streams see it: where it is, whose it is, and its messages already encoded."""
-
-    position: int
-    task_id: str
-    owner: str
-    seq: int
-    frames: tuple[bytes, ...]
-    tick: bool  # only progress ticks: a lagging reader may keep just the latest per task
-
-
 Estimator = Callable[[dict[str, Any]], dict[str, Any]]  # a view -> its estimate members, as of updated_at
 ETA_FIELDS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence", "needs_attention")
 
 
+_ENCODING = threading.Lock()
+
+
+class Entry:
+    """One event as streams see it: where it is, whose it is, and its messages encoded as frames.
+
+    The newest progress message of a task carries the time estimate, made when a stream first sends it (an
+    event nobody watches costs no estimate) and shared with the answer to the command that made it. A
+    progress message superseded before anyone sent it goes out with null estimate members.
+    """
+
+    __slots__ = ("_estimate", "_frames", "_messages", "owner", "position", "seq", "task_id", "tick")
+
+    def __init__(
+        self,
+        position: int,
+        task_id: str,
+        owner: str,
+        seq: int,
+        messages: list[Message],
+        estimate: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.position = position
+        self.task_id = task_id
+        self.owner = owner
+        self.seq = seq
+        self.tick = bool(messages) and all(isinstance(m, ProgressMsg) for m in messages)
+        self._messages = messages
+        self._estimate = estimate
+        self._frames: tuple[bytes, ...] | None = None
+        if estimate is None:
+            self._frames = tuple(encoder.encode(m) for m in messages)
+            self._messages = []
+
+    @property
+    def frames(self) -> tuple[bytes, ...]:
+        if self._frames is None:
+            self._encode()
+        assert self._frames is not None
+        return self._frames
+
+    @property
+    def estimated(self) -> bool:
+        """Whether encoding this entry still has an estimate to make (not yet sent, not superseded)."""
+        return self._frames is None and self._estimate is not None
+
+    def supersede(self) -> None:
+        """A newer progress message of the task carries the estimate: this one will not, if not yet sent."""
+        self._estimate = None
+
+    def _encode(self) -> None:
+        with _ENCODING:  # a stream on the event loop and one on a reader thread may both ask
+            if self._frames is not None:
+                return
+            estimate = self._estimate
+            if estimate is not None:
+                fields = estimate()
+                for message in self._messages:
+                    if isinstance(message, ProgressMsg):
+                        for name in ETA_FIELDS:
+                            setattr(message, name, fields.get(name))
+            self._frames = tuple(encoder.encode(m) for m in self._messages)
+            self._messages = []
+            self._estimate = None
+
+
 class Batch:
-    """Entries of consecutive events. The last progress message of each task in the batch carries the time
-    estimate: a live batch is an event or two, and a reader catching up gets one estimate per task, not one
-    per tick it missed."""
+    """Entries of consecutive events. Only the last progress message of each task in the batch may carry the
+    time estimate: a live batch is an event or two, and a reader catching up gets one estimate per task, not
+    one per tick it missed."""
 
     def __init__(self, eta: Estimator | None = None) -> None:
         self.eta = eta
-        self._items: list[tuple[int, str, str, int, list[Message]]] = []
-        self._last: dict[str, tuple[list[Message], dict[str, Any]]] = {}
+        self._entries: list[Entry] = []
+        self._last: dict[str, Entry] = {}
 
     def add(self, event: Any, task: Task, position: int) -> None:
         """One event and the task right after it."""
         messages: list[Message] = messages_for(event, task, position)
         task_id = str(task.id)
+        estimate = None
         if self.eta is not None and any(isinstance(m, ProgressMsg) for m in messages):
-            self._last[task_id] = (messages, progress_view(task))
-        self._items.append((position, task_id, task.owner, event.originator_version, messages))
+            estimate = partial(self.eta, progress_view(task))
+            earlier = self._last.get(task_id)
+            if earlier is not None:
+                earlier.supersede()
+        entry = Entry(position, task_id, task.owner, event.originator_version, messages, estimate)
+        if estimate is not None:
+            self._last[task_id] = entry
+        self._entries.append(entry)
 
     def entries(self) -> list[Entry]:
-        assert self.eta is not None or not self._last
-        for messages, view in self._last.values():
-            estimate = self.eta(view) if self.eta is not None else {}
-            for message in messages:
-                if isinstance(message, ProgressMsg):
-                    for name in ETA_FIELDS:
-                        setattr(message, name, estimate.get(name))
-        return [
-            Entry(
-                position=position,
-                task_id=task_id,
-                owner=owner,
-                seq=seq,
-                frames=tuple(encoder.encode(m) for m in messages),
-                tick=bool(messages) and all(isinstance(m, ProgressMsg) for m in messages),
-            )
-            for position, task_id, owner, seq, messages in self._items
-        ]
+        return self._entries
 
 
 def _seq(entry: Entry) -> int:
@@ -107,6 +151,7 @@ class LogTail:
         self._entries: list[Entry] = []
         self._positions: list[int] = []
         self._by_task: OrderedDict[str, list[Entry]] = OrderedDict()
+        self._owed: OrderedDict[str, Entry] = OrderedDict()  # entries whose estimate is made when first sent
         self.first = 0  # entries with position > first are all in memory (until trimmed)
         self.position = 0
         self._cache = TaskCache(app)
@@ -176,6 +221,13 @@ class LogTail:
                 buffer.append(entry)
                 if len(buffer) > 2 * self.per_task:
                     del buffer[: -self.per_task]
+                if entry.estimated:  # only a task's newest unsent progress message carries the estimate
+                    earlier = self._owed.pop(entry.task_id, None)
+                    if earlier is not None:
+                        earlier.supersede()
+                    self._owed[entry.task_id] = entry
+                    if len(self._owed) > self.max_tasks:
+                        self._owed.popitem(last=False)[1].supersede()
             if len(self._entries) > 2 * self.window:
                 cut = len(self._entries) - self.window
                 self.first = self._entries[cut - 1].position

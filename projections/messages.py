@@ -34,8 +34,8 @@ class Snapshot(Message, tag="snapshot"):
 
 
 class ProgressMsg(Message, tag="progress"):
-    """The task's percent and the step's. The estimate is as of `at` (null when a later message in the
-    same burst of the same task carries it, so a reader catching up is not sent stale estimates)."""
+    """The task's percent and the step's. The estimate is as of `at` (null on a message that a newer one of
+    the same task superseded before it was first sent, so a reader catching up gets no stale estimates)."""
 
     percent: int
     step: int | None = None
