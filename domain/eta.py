@@ -97,6 +97,9 @@ class EtaParams:
     class_tables: Mapping[str, float] = field(  # typical tables of each class, to learn how steps scale
         default_factory=lambda: {"simple": 1.5, "medium": 4.0, "complex": 7.0}
     )
+    class_table_sd: Mapping[str, float] = field(  # log sd of the tables within a class (1-2, 3-5, 6-8)
+        default_factory=lambda: {"simple": 0.35, "medium": 0.21, "complex": 0.12}
+    )
     band: Mapping[str, float] = field(  # the spec's promise per class: within +-20/30/50% of the truth
         default_factory=lambda: {"simple": 0.2, "medium": 0.3, "complex": 0.5}
     )
@@ -434,11 +437,19 @@ class _Context:
     def reference(self, key: str) -> _Ref:
         found = self._references.get(key)
         if found is None:
-            ref = self._reference(key)
-            scale = self.table_scale(key)
-            found = replace(ref, mu=ref.mu + scale) if scale and ref.source == "history" else ref
-            self._references[key] = found
+            found = self._references[key] = self._sized(self._reference(key), key)
         return found
+
+    def _sized(self, ref: _Ref, key: str) -> _Ref:
+        """The reference for this task's number of tables."""
+        slope, scale = self.table_fit(key)
+        if not slope or ref.source != "history":
+            return ref
+        # The class's history mixes tasks with fewer and more tables: the part of its spread that the tables
+        # explain is no noise for a task whose tables are known (nor speed: it would inflate tau^2).
+        explained = (slope * self.params.class_table_sd.get(self.complexity, 0.0)) ** 2
+        var = max(ref.var - explained, 0.5 * ref.var, self.params.min_sigma**2)
+        return replace(ref, mu=ref.mu + scale, var=var)
 
     def _reference(self, key: str) -> _Ref:
         params = self.params
@@ -470,29 +481,29 @@ class _Context:
         var = params.default_sigma**2
         return _Ref(mu, var, params.prior_scale_sigma, params.prior_kind_sigma**2, *prior_tail, "prior")
 
-    def table_scale(self, key: str) -> float:
-        """log factor for this task's number of tables against its class's typical number.
+    def table_fit(self, key: str) -> tuple[float, float]:
+        """How a step grows with tables (log-log slope) and the log factor for this task's number of tables.
 
-        How a step grows with tables is learned per step name from its medians in the three classes (a
-        slope in log-log), so a step that does not grow gets no correction.
+        The slope is learned per step name from its medians in the three classes, so a step that does not
+        grow gets no correction; (0, 0) when the tables or the history do not tell.
         """
         middle = self.params.class_tables.get(self.complexity)
         if self.tables is None or self.tables <= 0 or middle is None:
-            return 0.0
+            return 0.0, 0.0
         points = []
         for group, typical in self.params.class_tables.items():
             p = self.profile(key, group)
             if p is not None and p.n >= 3:
                 points.append((math.log(typical), p.mu, min(p.n, 50.0)))
         if len(points) < 2:
-            return 0.0
+            return 0.0, 0.0
         total = sum(w for _, _, w in points)
         mx = sum(x * w for x, _, w in points) / total
         my = sum(y * w for _, y, w in points) / total
         sxx = sum(w * (x - mx) ** 2 for x, _, w in points)
         slope = sum(w * (x - mx) * (y - my) for x, y, w in points) / sxx if sxx > 0 else 0.0
         slope = max(-0.5, min(1.5, slope))
-        return max(-1.0, min(1.0, slope * (math.log(self.tables) - math.log(middle))))
+        return slope, max(-1.0, min(1.0, slope * (math.log(self.tables) - math.log(middle))))
 
     def task_variance(self, refs: Iterable[_Ref]) -> float:
         """tau^2: the variance of a task's own speed, a share of the typical step's spread."""
