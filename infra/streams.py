@@ -121,29 +121,30 @@ class Streams:
         self, task_id: UUID, owner: str | None, cursor: Cursor
     ) -> AsyncIterator[list[bytes]]:
         """Every update of one task after the cursor's seq, forever: from the store, then the tail."""
-        version = await self._read(lambda: self.runtime.service.load(task_id, owner).version)
-        if cursor.value > version:
-            yield await self._resync(
-                task_id, owner, cursor, f"cursor {cursor.value} is ahead of the task ({version})"
-            )
-        check_store = True
-        while True:
-            entries = self.tail.task_since(task_id, cursor.value - (1 if cursor.part else 0), BATCH)
-            # The store holds what the tail does not: events from before it started, or evicted from it.
-            if entries is None or (not entries and check_store and not self.tail.holds_task(task_id)):
-                old = await self._task_from_store(task_id, cursor.value - (1 if cursor.part else 0))
-                if old is None:
-                    yield await self._resync(task_id, owner, cursor, "events are no longer available")
+        with self.tail.watchers.task(str(task_id)):
+            version = await self._read(lambda: self.runtime.service.load(task_id, owner).version)
+            if cursor.value > version:
+                yield await self._resync(
+                    task_id, owner, cursor, f"cursor {cursor.value} is ahead of the task ({version})"
+                )
+            check_store = True
+            while True:
+                entries = self.tail.task_since(task_id, cursor.value - (1 if cursor.part else 0), BATCH)
+                # The store holds what the tail does not: events from before it started, or evicted from it.
+                if entries is None or (not entries and check_store and not self.tail.holds_task(task_id)):
+                    old = await self._task_from_store(task_id, cursor.value - (1 if cursor.part else 0))
+                    if old is None:
+                        yield await self._resync(task_id, owner, cursor, "events are no longer available")
+                        continue
+                    entries = old
+                check_store = False
+                if entries:
+                    frames = cursor.resume(await self._encoded(coalesce(entries)), lambda e: e.seq)
+                    if frames:
+                        yield frames
                     continue
-                entries = old
-            check_store = False
-            if entries:
-                frames = cursor.resume(await self._encoded(coalesce(entries)), lambda e: e.seq)
-                if frames:
-                    yield frames
-                continue
-            # Idle tasks look at the store only on the quiet timeout, not on every other task's event.
-            check_store = not await self.tail.wait(self.tail.position, 15.0)
+                # Idle tasks look at the store only on the quiet timeout, not on every other task's event.
+                check_store = not await self.tail.wait(self.tail.position, 15.0)
 
     async def _task_from_store(self, task_id: UUID, after: int) -> list[Entry] | None:
         """A task's events after a seq read from the store (older than the tail); None if unreadable."""
@@ -157,7 +158,7 @@ class Streams:
         if not events:
             return []
         index = dict(await self._index(task_id, after, events[-1].originator_version))
-        out = Batch(self.tail.eta)
+        out = Batch(self.tail.eta, ahead=lambda *_: False)  # made by _encoded, off the event loop
         for event in events:
             position = index.get(event.originator_version)
             if position is None:
@@ -204,32 +205,35 @@ class Streams:
         self, owner: str | None, cursor: Cursor, seen: dict[str, int] | None = None
     ) -> AsyncIterator[list[bytes]]:
         """Every update of the caller's tasks after a log position, forever."""
-        seen = seen if seen is not None else {}
-        head = await self._read(self.app.head)
-        if cursor.value > head or head - cursor.value > MAX_REPLAY:
-            reason = "cursor is ahead of the log" if cursor.value > head else "cursor is too far behind"
-            resync = ResyncRequired(task_id="*", seq=0, position=head, at=iso(None) or "", reason=reason)
-            cursor.value, frames = await self.all_snapshots(owner, seen)
-            yield [encoder.encode(resync), *frames]
-        cache: TaskCache | None = None
-        while True:
-            start = cursor.value - (1 if cursor.part else 0)
-            entries = self.tail.since(start, BATCH)
-            last = entries[-1].position if entries else start
-            if entries is None:
-                cache, entries, last = await self._all_from_store(start, cache)
-            else:
-                cache = None
-            visible = [
-                e for e in entries if (owner is None or e.owner == owner) and e.seq > seen.get(e.task_id, 0)
-            ]
-            frames = cursor.resume(await self._encoded(coalesce(visible)), lambda e: e.position)
-            if last > cursor.value:
-                cursor.value, cursor.part = last, 0
-            if frames:
-                yield frames
-            elif not entries:
-                await self.tail.wait(cursor.value, 15.0)
+        with self.tail.watchers.owner(owner):
+            seen = seen if seen is not None else {}
+            head = await self._read(self.app.head)
+            if cursor.value > head or head - cursor.value > MAX_REPLAY:
+                reason = "cursor is ahead of the log" if cursor.value > head else "cursor is too far behind"
+                resync = ResyncRequired(task_id="*", seq=0, position=head, at=iso(None) or "", reason=reason)
+                cursor.value, frames = await self.all_snapshots(owner, seen)
+                yield [encoder.encode(resync), *frames]
+            cache: TaskCache | None = None
+            while True:
+                start = cursor.value - (1 if cursor.part else 0)
+                entries = self.tail.since(start, BATCH)
+                last = entries[-1].position if entries else start
+                if entries is None:
+                    cache, entries, last = await self._all_from_store(start, cache)
+                else:
+                    cache = None
+                visible = [
+                    e
+                    for e in entries
+                    if (owner is None or e.owner == owner) and e.seq > seen.get(e.task_id, 0)
+                ]
+                frames = cursor.resume(await self._encoded(coalesce(visible)), lambda e: e.position)
+                if last > cursor.value:
+                    cursor.value, cursor.part = last, 0
+                if frames:
+                    yield frames
+                elif not entries:
+                    await self.tail.wait(cursor.value, 15.0)
 
     async def _all_from_store(
         self, after: int, cache: TaskCache | None

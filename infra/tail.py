@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -31,6 +32,7 @@ ETA_FIELDS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confide
 
 
 _ENCODING = threading.Lock()
+EVERYONE = "*"  # an all-tasks stream that sees every owner's tasks
 
 
 class Entry:
@@ -96,13 +98,50 @@ class Entry:
             self._estimate = None
 
 
+class Watchers:
+    """Who is streaming what, so that estimates are made ahead (on the tail's thread, once) only for tasks
+    someone watches: a task's own stream, or an all-tasks stream of its owner (or of an admin)."""
+
+    def __init__(self) -> None:
+        self._tasks: Counter[str] = Counter()
+        self._owners: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, task_id: str, owner: str) -> bool:
+        return bool(self._tasks.get(task_id) or self._owners.get(owner) or self._owners.get(EVERYONE))
+
+    @contextmanager
+    def task(self, task_id: str) -> Iterator[None]:
+        with self._counted(self._tasks, task_id):
+            yield
+
+    @contextmanager
+    def owner(self, owner: str | None) -> Iterator[None]:
+        with self._counted(self._owners, EVERYONE if owner is None else owner):
+            yield
+
+    @contextmanager
+    def _counted(self, counter: Counter[str], key: str) -> Iterator[None]:
+        with self._lock:
+            counter[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                counter[key] -= 1
+                if counter[key] <= 0:
+                    del counter[key]
+
+
 class Batch:
     """Entries of consecutive events. Only the last progress message of each task in the batch may carry the
     time estimate: a live batch is an event or two, and a reader catching up gets one estimate per task, not
-    one per tick it missed."""
+    one per tick it missed. The estimate is made here for watched tasks (`ahead`; all when None), else when
+    a stream first sends the message."""
 
-    def __init__(self, eta: Estimator | None = None) -> None:
+    def __init__(self, eta: Estimator | None = None, ahead: Callable[[str, str], bool] | None = None) -> None:
         self.eta = eta
+        self.ahead = ahead
         self._entries: list[Entry] = []
         self._last: dict[str, Entry] = {}
 
@@ -122,6 +161,9 @@ class Batch:
         self._entries.append(entry)
 
     def entries(self) -> list[Entry]:
+        for task_id, entry in self._last.items():
+            if self.ahead is None or self.ahead(task_id, entry.owner):
+                entry.frames  # noqa: B018 - encoding now makes the estimate
         return self._entries
 
 
@@ -143,6 +185,7 @@ class LogTail:
     ) -> None:
         self.app = app
         self.eta = eta
+        self.watchers = Watchers()
         self.window = window
         self.per_task = per_task
         self.max_tasks = tasks
@@ -197,7 +240,7 @@ class LogTail:
         batch = self.app.notifications(self.position, 500)
         if not batch:
             return False
-        fresh = Batch(self.eta)
+        fresh = Batch(self.eta, self.watchers)
         for notification in batch:
             event = self.app.mapper.to_domain_event(notification)
             if isinstance(event, Task.Event):

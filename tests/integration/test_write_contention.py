@@ -4,6 +4,7 @@ answered 503 `write-contended` and writes nothing. The other writer is a second 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -42,13 +43,24 @@ class Interfering(ProgressApp):
         return super().save(*objs, **kwargs)
 
 
+@dataclass
+class Scene:
+    """Our store and writer, the other process's store, and a running task both can write."""
+
+    ours: Interfering
+    other: ProgressApp
+    service: TaskService
+    task_id: UUID
+
+
 @pytest.fixture
-def stores(tmp_path: Path) -> tuple[Interfering, ProgressApp]:
+def scene(tmp_path: Path) -> Scene:
     settings = Settings(data_dir=tmp_path)
     ours = Interfering(env=settings.store_env())
     other = open_store(settings)
     ours.other = TaskService(other)
-    return ours, other
+    service = TaskService(ours)
+    return Scene(ours, other, service, started(service))
 
 
 def started(service: TaskService) -> UUID:
@@ -58,12 +70,8 @@ def started(service: TaskService) -> UUID:
     return task_id
 
 
-def test_a_command_that_loses_some_races_is_redone_on_the_fresh_task(
-    stores: tuple[Interfering, ProgressApp],
-) -> None:
-    ours, other = stores
-    service = TaskService(ours)
-    task_id = started(service)
+def test_a_command_that_loses_some_races_is_redone_on_the_fresh_task(scene: Scene) -> None:
+    ours, other, service, task_id = scene.ours, scene.other, scene.service, scene.task_id
     before = other.task(task_id).version
 
     ours.interfere = 3
@@ -75,12 +83,8 @@ def test_a_command_that_loses_some_races_is_redone_on_the_fresh_task(
     assert outcome.view["steps"][0]["progress"] == 40
 
 
-def test_a_pinned_command_that_loses_its_race_is_a_version_mismatch(
-    stores: tuple[Interfering, ProgressApp],
-) -> None:
-    ours, other = stores
-    service = TaskService(ours)
-    task_id = started(service)
+def test_a_pinned_command_that_loses_its_race_is_a_version_mismatch(scene: Scene) -> None:
+    ours, other, service, task_id = scene.ours, scene.other, scene.service, scene.task_id
     version = other.task(task_id).version
 
     ours.interfere = 1
@@ -91,12 +95,8 @@ def test_a_pinned_command_that_loses_its_race_is_a_version_mismatch(
     assert other.task(task_id).steps[0].percent == 0
 
 
-def test_a_command_that_loses_every_race_answers_503_and_writes_nothing(
-    stores: tuple[Interfering, ProgressApp],
-) -> None:
-    ours, other = stores
-    service = TaskService(ours)
-    task_id = started(service)
+def test_a_command_that_loses_every_race_answers_503_and_writes_nothing(scene: Scene) -> None:
+    ours, other, service, task_id = scene.ours, scene.other, scene.service, scene.task_id
     before = other.task(task_id).version
 
     ours.interfere = MAX_CONFLICT_RETRIES
@@ -110,13 +110,9 @@ def test_a_command_that_loses_every_race_answers_503_and_writes_nothing(
     assert task.steps[0].percent == 0
 
 
-def test_a_pinned_command_is_judged_against_the_stored_task_not_our_older_copy(
-    stores: tuple[Interfering, ProgressApp],
-) -> None:
+def test_a_pinned_command_is_judged_against_the_stored_task_not_our_older_copy(scene: Scene) -> None:
     """Another process moved the task on; a client that saw its version pins it here, and it applies."""
-    ours, other = stores
-    service = TaskService(ours)
-    task_id = started(service)  # our writer keeps the task as it saved it
+    other, service, task_id = scene.other, scene.service, scene.task_id
     TaskService(other).command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 30})
     seen = other.task(task_id).version
 
@@ -126,13 +122,9 @@ def test_a_pinned_command_is_judged_against_the_stored_task_not_our_older_copy(
     assert other.task(task_id).steps[0].percent == 60
 
 
-def test_a_task_changed_elsewhere_is_read_again_before_a_command_applies(
-    stores: tuple[Interfering, ProgressApp],
-) -> None:
+def test_a_task_changed_elsewhere_is_read_again_before_a_command_applies(scene: Scene) -> None:
     """Our copy is behind: the command is redone on the stored task, so the other writer's change stays."""
-    ours, other = stores
-    service = TaskService(ours)
-    task_id = started(service)
+    other, service, task_id = scene.other, scene.service, scene.task_id
     TaskService(other).command_sync(task_id, OWNER, "pause", {})
 
     with pytest.raises(IllegalTransition):  # progress on a paused task: judged on the stored task
