@@ -749,44 +749,15 @@ def _draws_above(rng: np.random.Generator, a: float, n: int) -> FloatArray:
     return _inv_cdf(np.clip(low + (1 - low) * rng.random(n), 1e-12, 1 - 1e-12))
 
 
-# Acklam's rational approximation of the standard normal quantile (relative error below 1.2e-9).
-_A = (
-    -39.69683028665376,
-    220.9460984245205,
-    -275.9285104469687,
-    138.3577518672690,
-    -30.66479806614716,
-    2.506628277459239,
-)
-_B = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572)
-_C = (
-    -0.007784894002430293,
-    -0.3223964580411365,
-    -2.400758277161838,
-    -2.549732539343734,
-    4.374664141464968,
-    2.938163982698783,
-)
-_D = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
+# The standard normal quantile by interpolation in a fine table of its CDF (made once): one numpy call where
+# a rational approximation takes dozens; the error is far below the Monte Carlo's own.
+_Z_GRID = np.linspace(-7.5, 7.5, 30_001)
+_CDF_GRID = np.array([0.5 * math.erfc(-z / math.sqrt(2)) for z in _Z_GRID])
 
 
 def _inv_cdf(p: FloatArray) -> FloatArray:
-    """The standard normal quantile of each p in (0, 1)."""
-    q = np.minimum(p, 1 - p)
-    tail = q < 0.02425
-    r = np.sqrt(-2 * np.log(np.where(tail, q, 0.5)))
-    x_tail = _poly(_C, r) / (_poly(_D, r) * r + 1)
-    c = np.where(tail, 0.0, p - 0.5)
-    c2 = c * c
-    x_mid = _poly(_A, c2) * c / (_poly(_B, c2) * c2 + 1)
-    out: FloatArray = np.where(tail, np.where(p < 0.5, x_tail, -x_tail), x_mid)
-    return out
-
-
-def _poly(coefficients: tuple[float, ...], x: FloatArray) -> FloatArray:
-    out = np.full_like(x, coefficients[0])
-    for k in coefficients[1:]:
-        out = out * x + k
+    """The standard normal quantile of each p in [1e-12, 1 - 1e-12]."""
+    out: FloatArray = np.interp(p, _CDF_GRID, _Z_GRID)
     return out
 
 
