@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.domain import Aggregate, Snapshot, event
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as AggregateSnapshot
 
 from domain.errors import IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
 from domain.state import ACTIVE_STEP, FINISHED_STEP, STEP_FROM, TASK_FROM, StepStatus, TaskStatus
@@ -104,7 +105,7 @@ class Task(Aggregate):
     class Event(Aggregate.Event):
         """Base of the Task's events."""
 
-    class Snapshot(Snapshot):
+    class Snapshot(AggregateSnapshot):
         """The task's state at a version, so a long task loads from here instead of its first event.
 
         A change to the state's shape bumps `Task.class_version` and adds an `upcast_vN_vM(state)`
