@@ -269,6 +269,8 @@ class Connection:
         """Answer one client frame; False when the client has sent too many bad ones."""
         frame_id: str | None = None
         try:
+            if isinstance(raw, bytes):
+                raise Problem(400, "binary-frame", "frames must be JSON text frames, not binary")
             frame = frame_decoder.decode(raw)
             frame_id = frame.id
             match frame:
@@ -288,6 +290,8 @@ class Connection:
             if problem.status >= 500:
                 await self.close(CLOSE_INTERNAL, "internal error")
                 return False
+            if problem.status == 429:  # a busy client, not a broken one: its frames were fine
+                return True
             self.errors += 1
             return self.errors < MAX_ERRORS
 
@@ -296,6 +300,7 @@ class Connection:
         assert self.principal is not None
         if not self.principal.may(name):
             raise Problem(403, "forbidden", f"a {self.principal.role} token may not {name}")
+        self.auth.limit(self.principal, self.ws.client.host if self.ws.client else "?")  # as over HTTP
         target = self.task_id
         if frame.task_id is not None:
             try:

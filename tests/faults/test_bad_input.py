@@ -208,7 +208,8 @@ def test_forged_frames_get_typed_errors(
 ) -> None:
     frames: list[tuple[str | bytes, int]] = [
         (b"\x00\xff binary garbage", 400),
-        (b'{"type": "explode"}', 422),
+        (b'{"type": "pause"}', 400),  # a binary frame, even of good JSON: frames are text
+        ('{"type": "explode"}', 422),
         (json.dumps({"type": "ack", "id": "x", "seq": 1}), 422),  # a server frame sent back
         (json.dumps({"type": "pause", "task_id": other}), 404),  # another task on this task's socket
         (json.dumps({"type": "pause", "id": "i" * 201}), 422),
@@ -283,30 +284,35 @@ def test_floods_of_10k_frames(server: ServerProcess, client: httpx.Client, task:
 
 
 def test_a_flood_of_one_command_applies_it_once(server: ServerProcess) -> None:
-    """2,000 copies of one command frame (same id): one event, every copy acknowledged with its seq."""
+    """2,000 copies of one command frame (same id): one event; every copy is answered, acknowledged with that
+    event's seq or, past the token's command rate, refused as rate-limited."""
     with httpx.Client(base_url=server.url, timeout=10) as client:
         tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
         client.post(f"/api/tasks/{tid}/steps/1/start")
         before = len(events(client, tid))
 
-        async def scenario() -> list[dict[str, Any]]:
+        async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             async with websockets.connect(ws_url(server, f"/ws/tasks/{tid}")) as ws:
                 await next_message(ws)
                 for _ in range(2_000):
                     await ws.send('{"type": "pause", "id": "once"}')
                 acks: list[dict[str, Any]] = []
-                while len(acks) < 2_000:
+                limited: list[dict[str, Any]] = []
+                while len(acks) + len(limited) < 2_000:
                     message = await next_message(ws)
                     if message["type"] == "ack":
                         acks.append(message)
+                    elif message["type"] == "error":
+                        limited.append(message)
                     else:
                         assert message["type"] in ("paused", "progress"), message
-                return acks
+                return acks, limited
 
-        acks = asyncio.run(scenario())
+        acks, limited = asyncio.run(scenario())
         log = events(client, tid)
         assert len(log) == before + 1 and log[-1]["type"] == "Paused"
-        assert {a["seq"] for a in acks} == {log[-1]["seq"]}
+        assert acks and {a["seq"] for a in acks} == {log[-1]["seq"]}
+        assert {(e["code"], e["status"], e["id"]) for e in limited} <= {("rate-limited", 429, "once")}
 
 
 def test_the_server_is_intact_after_all_that(server: ServerProcess) -> None:

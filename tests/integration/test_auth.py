@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from starlette.routing import Route
@@ -17,6 +18,7 @@ from gateway.auth import AuthError
 from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
+from infra.store import open_store
 from infra.tokens import Role, TokenStore
 from tests.integration.tokenkit import make_tokens
 
@@ -157,6 +159,55 @@ def limited_run(client: TestClient, tokens: dict[str, str]) -> None:
     assert limited[0].json()["type"] == "/problems/rate-limited"
     # another token is not affected
     assert client.post(f"/api/tasks/{tid}/pause", headers=bearer(tokens["alice"])).status_code == 409
+
+
+def test_websocket_commands_share_the_tokens_rate_limit(tmp_path: Path, tokens: dict[str, str]) -> None:
+    """Commands over a socket draw on the same per-token bucket as HTTP; a limited one gets a typed error
+    (429, rate-limited), changes nothing, and the socket stays open."""
+    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+        tid = alice_task(client, tokens)
+        client.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
+        with client.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(tokens["alice"])) as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            ids = [f"c{i}" for i in range(30)]
+            for i, frame_id in enumerate(ids):
+                ws.send_json({"type": "pause" if i % 2 == 0 else "resume", "id": frame_id})
+            answers: dict[str, dict[str, Any]] = {}
+            while len(answers) < len(ids):
+                message = ws.receive_json()
+                if message.get("id") in ids:
+                    answers[message["id"]] = message
+            ws.send_json({"type": "ping", "id": "still-open"})
+            while (pong := ws.receive_json())["type"] != "pong":
+                pass
+            assert pong["id"] == "still-open"
+    acked = [a for a in answers.values() if a["type"] == "ack"]
+    limited = [a for a in answers.values() if a["type"] == "error"]
+    assert acked and limited
+    assert {(a["code"], a["status"]) for a in limited} == {("rate-limited", 429)}
+    events = client_events(tmp_path, tid)
+    assert events.count("Paused") + events.count("Resumed") == len(acked)  # limited ones wrote nothing
+
+
+def client_events(tmp_path: Path, tid: str) -> list[str]:
+    """The task's event types, read from the store itself."""
+    app = open_store(Settings(data_dir=tmp_path))
+    try:
+        return [e["type"] for e in app.task_events(UUID(tid))]
+    finally:
+        app.close()
+
+
+def test_binary_websocket_frames_get_a_typed_error(client: TestClient, tokens: dict[str, str]) -> None:
+    tid = alice_task(client, tokens)
+    with client.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(tokens["alice"])) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        ws.send_bytes(b'{"type": "pause", "id": "b1"}')
+        error = ws.receive_json()
+    assert (error["type"], error["code"], error["status"]) == ("error", "binary-frame", 400)
+    assert "binary" in error["detail"]
+    events = client.get(f"/api/tasks/{tid}/events", headers=bearer(tokens["alice"])).json()["events"]
+    assert "Paused" not in [e["type"] for e in events]
 
 
 def test_websockets_need_a_token_and_see_only_their_owner(client: TestClient, tokens: dict[str, str]) -> None:
