@@ -164,7 +164,7 @@ class TaskService:
         except (DomainError, TaskNotFound, VersionMismatch, UnknownCommand):
             outcome_label = "rejected"
             raise
-        except StoreUnavailable:
+        except (StoreUnavailable, WriteContended):  # both answer 503: nothing written, try again
             outcome_label = "unavailable"
             raise
         finally:

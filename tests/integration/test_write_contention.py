@@ -3,6 +3,7 @@ answered 503 `write-contended` and writes nothing. The other writer is a second 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,14 +101,16 @@ def test_a_command_that_loses_every_race_answers_503_and_writes_nothing(scene: S
     before = other.task(task_id).version
 
     ours.interfere = MAX_CONFLICT_RETRIES
-    with pytest.raises(WriteContended) as raised:
-        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40})
+    with pytest.raises(WriteContended) as raised:  # through the writer thread, as HTTP and NATS run it
+        asyncio.run(service.command(task_id, OWNER, "progress", {"order": 1, "percent": 40}))
 
     problem = to_problem(raised.value)
     assert (problem.status, problem.slug, problem.headers["Retry-After"]) == (503, "write-contended", "1")
     task = other.task(task_id)
     assert task.version == before + MAX_CONFLICT_RETRIES  # only the other writer's lines
     assert task.steps[0].percent == 0
+    counted = {"command": "progress", "outcome": "unavailable"}
+    assert service.metrics.registry.get_sample_value("progressd_commands_total", counted) == 1
 
 
 def test_a_pinned_command_is_judged_against_the_stored_task_not_our_older_copy(scene: Scene) -> None:
