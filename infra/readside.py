@@ -26,21 +26,33 @@ class ReadSide:
     ) -> None:
         self.views = views
         self._tracked = tracked  # a read model's position without a query, when this process projects it
-        self._eta: tuple[int, History] | None = None
+        self._eta: tuple[int, tuple[int, int], History] | None = None  # position, content stamp, history
         # Estimates as of a version's own updated_at, shared by the command's answer and its live message.
-        self._estimates: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+        self._estimates: OrderedDict[tuple[str, int, tuple[int, int]], dict[str, Any]] = OrderedDict()
         self._estimates_lock = threading.Lock()
 
     def eta_history(self) -> History:
-        """step_stats as the estimator's history; re-read only when the projection has moved on."""
+        """step_stats as the estimator's history."""
+        return self._history()[1]
+
+    def _history(self) -> tuple[tuple[int, int], History]:
+        """The history and a stamp of its content. Once the projection has moved on, a small aggregate says
+        whether any step finished since (most events finish none); only then are the rows read again."""
         view = self.views["step_stats"]
         known = self._tracked("step_stats") if self._tracked is not None else None
         position = known if known is not None else view.max_tracking_id("step_stats") or 0
         cached = self._eta
-        if cached is None or cached[0] != position:
+        if cached is not None and cached[0] == position:
+            return cached[1], cached[2]
+        row = view.query("SELECT COUNT(*) AS groups, COALESCE(SUM(count), 0) AS samples FROM step_stats")[0]
+        stamp = (int(row["groups"]), int(row["samples"]))
+        if cached is not None and cached[1] == stamp:
+            history = cached[2]
+        else:
             rows = view.query("SELECT step_key, complexity, count, median_ms, p90_ms, recent FROM step_stats")
-            cached = self._eta = (position, history_from_rows(rows))
-        return cached[1]
+            history = history_from_rows(rows)
+        self._eta = (position, stamp, history)
+        return stamp, history
 
     def with_eta(self, view: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         """The view with its time estimate (eta_seconds, interval, confidence) as of `now`."""
@@ -53,8 +65,8 @@ class ReadSide:
         command that made it carry. Computed once per task version and history."""
         if "step_stats" not in self.views:
             return {}
-        history = self.eta_history()
-        key = (str(view["task_id"]), int(view["version"]), self._eta[0] if self._eta else 0)
+        stamp, history = self._history()
+        key = (str(view["task_id"]), int(view["version"]), stamp)
         with self._estimates_lock:
             found = self._estimates.get(key)
         if found is not None:
