@@ -89,50 +89,43 @@ def write_log(app: Any, events: int) -> int:
 def raw_scan(backend: str, where: str, table: str, decode: bool = False) -> tuple[int, float]:
     """Read every stored event in pages of 500 by position, touching each column (and `json.loads` of
     each state with `decode`); (rows, seconds)."""
-    rows = 0
-    size = 0
     started = time.perf_counter()
     if backend == "sqlite":
         conn = sqlite3.connect(where)
         try:
-            last = 0
-            while True:
-                page = conn.execute(
-                    "SELECT rowid, originator_id, originator_version, topic, state FROM "
-                    f"{table} WHERE rowid > ? ORDER BY rowid LIMIT 500",
-                    (last,),
-                ).fetchall()
-                if not page:
-                    break
-                for row in page:
-                    size += len(row[4]) + len(row[3])
-                    if decode:
-                        json.loads(row[4])
-                last = page[-1][0]
-                rows += len(page)
+            query = (
+                "SELECT rowid, originator_id, originator_version, topic, state FROM "
+                f"{table} WHERE rowid > ? ORDER BY rowid LIMIT 500"
+            )
+            rows = _scan(lambda last: conn.execute(query, (last,)).fetchall(), decode)
         finally:
             conn.close()
     else:
         import psycopg
         from psycopg import sql
 
-        query = sql.SQL(
+        pg_query = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT 500"
         ).format(sql.Identifier(table))
         with psycopg.connect(where) as pg:
-            last = 0
-            while True:
-                page = pg.execute(query, (last,)).fetchall()
-                if not page:
-                    break
-                for row in page:
-                    size += len(row[4]) + len(row[3])
-                    if decode:
-                        json.loads(row[4])
-                last = page[-1][0]
-                rows += len(page)
+            rows = _scan(lambda last: pg.execute(pg_query, (last,)).fetchall(), decode)
     return rows, time.perf_counter() - started
+
+
+def _scan(fetch: Any, decode: bool) -> int:
+    """Page through rows (position, id, version, topic, state) with `fetch(after)`; how many there were."""
+    rows = size = last = 0
+    while True:
+        page = fetch(last)
+        if not page:
+            return rows
+        for row in page:
+            size += len(row[4]) + len(row[3])
+            if decode:
+                json.loads(row[4])
+        last = page[-1][0]
+        rows += len(page)
 
 
 def rebuild_one(app: Any, settings: Any, name: str) -> tuple[int, float]:

@@ -15,7 +15,7 @@ from domain.errors import DomainError
 from domain.progress import progress_view
 from domain.state import StepStatus, TaskStatus
 from domain.task import StepPlan, Task
-from infra.service import TaskService
+from infra.service import NewTask, TaskService
 from infra.settings import Settings
 from infra.store import SNAPSHOT_EVERY, ProgressApp, open_store
 
@@ -72,9 +72,7 @@ def busy_task(service: TaskService, events: int, seed: int) -> UUID:
     raise AssertionError("the random walk got stuck")
 
 
-def _new() -> Any:
-    from infra.service import NewTask
-
+def _new() -> NewTask:
     return NewTask("Cellphone Store CRM", PLAN, tables=4)
 
 
