@@ -63,9 +63,11 @@ class Projection:
         self.name = view.model.name
         self.cache = TaskCache(app)
         self.position = view.max_tracking_id(self.name) or 0
+        self.wrote = False  # whether the last batch changed any of this model's rows
 
     def step(self, limit: int = BATCH, stop: int | None = None) -> int:
         """Apply the next batch of notifications in one transaction; return how many there were."""
+        self.wrote = False
         if stop is not None and self.position >= stop:
             return 0
         batch = self.app.notifications(self.position, limit, stop)
@@ -76,6 +78,7 @@ class Projection:
             ops.extend(self._ops(notification))
         self.view.apply(ops, Tracking(self.name, batch[-1].id))
         self.position = batch[-1].id
+        self.wrote = bool(ops)
         return len(batch)
 
     def _ops(self, notification: Notification) -> list[Op]:
@@ -107,6 +110,7 @@ class Projector:
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        # Called with (model name, position) after a batch that changed that model's rows.
         self.listeners: list[Callable[[str, int], None]] = []
         self._shared: TaskCache | None = None
         self._one_database: bool | None = None
@@ -140,8 +144,9 @@ class Projector:
                 self._progress.notify_all()
             self._wake_waiters()
             for projection in self.projections:
-                for listener in self.listeners:
-                    listener(projection.name, projection.position)
+                if projection.wrote:
+                    for listener in self.listeners:
+                        listener(projection.name, projection.position)
 
     def _step_together(self) -> int:
         """Projections at the same position read and decode each batch once and share one task cache."""
@@ -171,6 +176,7 @@ class Projector:
             if not self._one_database:
                 projection.view.apply(ops[i], Tracking(projection.name, tracking_id))
             projection.position = tracking_id
+            projection.wrote = bool(ops[i])
             projection.cache = TaskCache(first.app)  # stale now: rebuilt if this projection runs alone
         return len(batch)
 

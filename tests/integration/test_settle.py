@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from uuid import UUID
 
 from domain.task import StepPlan
 from infra.runtime import Runtime
@@ -31,5 +32,33 @@ def test_waiters_wake_when_the_projections_reach_their_position(tmp_path: Path) 
         assert (timed_out, woke, again) == (False, True, True)
         assert rt.projector.applied(position)
         assert not rt.projector._waiters  # nobody left behind
+    finally:
+        rt.close()
+
+
+def test_listeners_hear_only_of_batches_that_changed_a_model(tmp_path: Path) -> None:
+    """The notifier listens for new outbox rows: progress reports write none and must not wake it."""
+    rt = Runtime(Settings(data_dir=tmp_path))
+    heard: list[tuple[str, int]] = []
+    rt.projector.listeners.append(lambda name, position: heard.append((name, position)))
+    try:
+        created = rt.service.create_sync("local", NewTask("t", [StepPlan("a"), StepPlan("b")]))
+        task_id = UUID(created.view["task_id"])
+        rt.service.command_sync(task_id, "local", "start", {"order": 1})
+        rt.projector.run_once()
+        assert ("notifications", rt.app.head()) in heard  # task_started went to the outbox
+        heard.clear()
+        for percent in (10, 20, 30):
+            rt.service.command_sync(task_id, "local", "progress", {"order": 1, "percent": percent})
+        rt.projector.run_once()
+        names = {name for name, _ in heard}
+        assert "notifications" not in names
+        assert {"task_view", "task_progress", "event_index"} <= names  # these did change
+        heard.clear()
+        rt.service.command_sync(task_id, "local", "complete", {"order": 1})
+        rt.projector.run_once()
+        assert ("notifications", rt.app.head()) in heard  # step_complete
+        rt.projector.run_once()  # nothing new: nobody hears anything
+        assert [n for n, _ in heard].count("notifications") == 1
     finally:
         rt.close()
