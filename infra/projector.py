@@ -64,6 +64,7 @@ class Projection:
         self.cache = TaskCache(app)
         self.position = view.max_tracking_id(self.name) or 0
         self.wrote = False  # whether the last batch changed any of this model's rows
+        self.changed_at = 0  # the position of the last batch that did, in this process (0: none yet)
 
     def step(self, limit: int = BATCH, stop: int | None = None) -> int:
         """Apply the next batch of notifications in one transaction; return how many there were."""
@@ -78,8 +79,13 @@ class Projection:
             ops.extend(self._ops(notification))
         self.view.apply(ops, Tracking(self.name, batch[-1].id))
         self.position = batch[-1].id
-        self.wrote = bool(ops)
+        self._wrote(bool(ops))
         return len(batch)
+
+    def _wrote(self, changed: bool) -> None:
+        self.wrote = changed
+        if changed:
+            self.changed_at = self.position
 
     def _ops(self, notification: Notification) -> list[Op]:
         event = self.app.mapper.to_domain_event(notification)
@@ -124,9 +130,10 @@ class Projector:
     def positions(self) -> dict[str, int]:
         return {p.name: p.position for p in self.projections}
 
-    def position_of(self, name: str) -> int | None:
-        """A read model's applied position (None if this projector does not keep it)."""
-        return next((p.position for p in self.projections if p.name == name), None)
+    def changed_at(self, name: str) -> int | None:
+        """The position of the last batch that changed a read model's rows since this process started (0:
+        none yet; None if this projector does not keep that model)."""
+        return next((p.changed_at for p in self.projections if p.name == name), None)
 
     def run_once(self) -> int:
         """Apply everything that is in the log now; return how many notifications were applied."""
@@ -176,7 +183,7 @@ class Projector:
             if not self._one_database:
                 projection.view.apply(ops[i], Tracking(projection.name, tracking_id))
             projection.position = tracking_id
-            projection.wrote = bool(ops[i])
+            projection._wrote(bool(ops[i]))
             projection.cache = TaskCache(first.app)  # stale now: rebuilt if this projection runs alone
         return len(batch)
 

@@ -22,10 +22,11 @@ class ReadSide:
     """Answers the API's queries from the read models, scoped to an owner (None sees every task)."""
 
     def __init__(
-        self, views: dict[str, ViewRecorder], tracked: Callable[[str], int | None] | None = None
+        self, views: dict[str, ViewRecorder], changed_at: Callable[[str], int | None] | None = None
     ) -> None:
         self.views = views
-        self._tracked = tracked  # a read model's position without a query, when this process projects it
+        # When this process projects a read model: the position of the last batch that changed its rows.
+        self._changed_at = changed_at
         self._eta: tuple[int, tuple[int, int], History] | None = None  # position, content stamp, history
         # Estimates as of a version's own updated_at, shared by the command's answer and its live message.
         self._estimates: OrderedDict[tuple[str, int, tuple[int, int]], dict[str, Any]] = OrderedDict()
@@ -36,23 +37,32 @@ class ReadSide:
         return self._history()[1]
 
     def _history(self) -> tuple[tuple[int, int], History]:
-        """The history and a stamp of its content. Once the projection has moved on, a small aggregate says
-        whether any step finished since (most events finish none); only then are the rows read again."""
+        """The history and a stamp of its content; the rows are read again only when the stamp changes.
+
+        When this process projects step_stats, the stamp is the position of the projection's last change
+        (most events finish no step and change nothing there): no query at all. Otherwise, once the
+        projection has moved on, a small aggregate says whether any step finished since."""
         view = self.views["step_stats"]
-        known = self._tracked("step_stats") if self._tracked is not None else None
-        position = known if known is not None else view.max_tracking_id("step_stats") or 0
         cached = self._eta
+        changed = self._changed_at("step_stats") if self._changed_at is not None else None
+        if changed is not None:
+            stamp = (changed, -1)  # -1: never a row count, so never equal to an aggregate's stamp
+            if cached is None or cached[1] != stamp:
+                cached = self._eta = (changed, stamp, self._history_rows(view))
+            return stamp, cached[2]
+        position = view.max_tracking_id("step_stats") or 0
         if cached is not None and cached[0] == position:
             return cached[1], cached[2]
         row = view.query("SELECT COUNT(*) AS groups, COALESCE(SUM(count), 0) AS samples FROM step_stats")[0]
         stamp = (int(row["groups"]), int(row["samples"]))
-        if cached is not None and cached[1] == stamp:
-            history = cached[2]
-        else:
-            rows = view.query("SELECT step_key, complexity, count, median_ms, p90_ms, recent FROM step_stats")
-            history = history_from_rows(rows)
+        history = cached[2] if cached is not None and cached[1] == stamp else self._history_rows(view)
         self._eta = (position, stamp, history)
         return stamp, history
+
+    @staticmethod
+    def _history_rows(view: ViewRecorder) -> History:
+        rows = view.query("SELECT step_key, complexity, count, median_ms, p90_ms, recent FROM step_stats")
+        return history_from_rows(rows)
 
     def with_eta(self, view: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         """The view with its time estimate (eta_seconds, interval, confidence) as of `now`."""

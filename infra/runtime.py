@@ -27,7 +27,7 @@ class Runtime:
         self.views: dict[str, ViewRecorder] = {name: open_view(settings, MODELS[name]) for name in names}
         self.projector = Projector(Projection(self.app, v) for v in self.views.values())
         self.project = project
-        self.read = ReadSide(self.views, self.projector.position_of if project else None)
+        self.read = ReadSide(self.views, self.projector.changed_at if project else None)
         if project:
             self.service.on_saved(self.projector.wake)
         self.metrics.probe(

@@ -1,35 +1,57 @@
-"""The estimator's history is read again only when a step has finished, not on every event."""
+"""The estimator's history is read again only when a step has finished, not on every event: in the process
+that projects step_stats without any query, elsewhere after one small aggregate."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+import pytest
+
 from domain.task import StepPlan
+from infra.readside import ReadSide
 from infra.runtime import Runtime
 from infra.service import NewTask
 from infra.settings import Settings
 
 
-def test_the_history_is_reread_when_a_step_finishes_and_only_then(tmp_path: Path) -> None:
+@pytest.mark.parametrize("projects_here", [True, False], ids=["projecting", "reading only"])
+def test_the_history_is_reread_when_a_step_finishes_and_only_then(
+    tmp_path: Path, projects_here: bool
+) -> None:
     rt = Runtime(Settings(data_dir=tmp_path))
+    read = rt.read if projects_here else ReadSide(rt.views)  # a gateway run with --no-projections
+    queries: list[str] = []
+    step_stats = rt.views["step_stats"]
+    original = step_stats.query
+
+    def counted(sql: str, params: Any = None) -> Any:
+        queries.append(sql)
+        return original(sql, params)
+
+    step_stats.query = counted  # type: ignore[method-assign]
     try:
         service = rt.service
         outcome = service.create_sync("local", NewTask("import", [StepPlan("Load rows"), StepPlan("Check")]))
         task_id = UUID(outcome.view["task_id"])
         service.command_sync(task_id, "local", "start", {"order": 1})
         rt.projector.run_once()
-        empty = rt.read.eta_history()
+        empty = read.eta_history()
         assert dict(empty) == {}
 
+        queries.clear()
         for percent in (10, 50, 90):  # events that finish no step
             service.command_sync(task_id, "local", "progress", {"order": 1, "percent": percent})
             rt.projector.run_once()
-            assert rt.read.eta_history() is empty  # the same object: not read again
+            assert read.eta_history() is empty  # the same object: not read again
+        rows_read = [q for q in queries if "median_ms" in q]
+        assert not rows_read
+        assert len(queries) == (0 if projects_here else 3)  # elsewhere: one aggregate per new position
 
         service.command_sync(task_id, "local", "complete", {"order": 1})
         rt.projector.run_once()
-        learned = rt.read.eta_history()
+        learned = read.eta_history()
         assert learned is not empty
         assert sorted((key, h.count) for key, h in learned.items()) == [
             (("load rows", "any"), 1),
