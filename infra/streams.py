@@ -94,7 +94,7 @@ class Streams:
         return snap
 
     async def _position_of(self, task_id: UUID, seq: int) -> int:
-        latest = self.tail.latest(task_id)
+        latest = self.tail.latest(str(task_id))
         if latest is not None and latest.seq == seq:
             return latest.position
         rows = await self._index(task_id, seq - 1, seq)
@@ -121,7 +121,8 @@ class Streams:
         self, task_id: UUID, owner: str | None, cursor: Cursor
     ) -> AsyncIterator[list[bytes]]:
         """Every update of one task after the cursor's seq, forever: from the store, then the tail."""
-        with self.tail.watchers.task(str(task_id)):
+        key = str(task_id)
+        with self.tail.watchers.task(key):
             version = await self._read(lambda: self.runtime.service.load(task_id, owner).version)
             if cursor.value > version:
                 yield await self._resync(
@@ -129,9 +130,9 @@ class Streams:
                 )
             check_store = True
             while True:
-                entries = self.tail.task_since(task_id, cursor.value - (1 if cursor.part else 0), BATCH)
+                entries = self.tail.task_since(key, cursor.value - (1 if cursor.part else 0), BATCH)
                 # The store holds what the tail does not: events from before it started, or evicted from it.
-                if entries is None or (not entries and check_store and not self.tail.holds_task(task_id)):
+                if entries is None or (not entries and check_store and not self.tail.holds_task(key)):
                     old = await self._task_from_store(task_id, cursor.value - (1 if cursor.part else 0))
                     if old is None:
                         yield await self._resync(task_id, owner, cursor, "events are no longer available")
@@ -143,8 +144,8 @@ class Streams:
                     if frames:
                         yield frames
                     continue
-                # Idle tasks look at the store only on the quiet timeout, not on every other task's event.
-                check_store = not await self.tail.wait(self.tail.position, 15.0)
+                # Idle tasks look at the store only on the quiet tick, not on every other task's event.
+                check_store = not await self.tail.wait(self.tail.position)
 
     async def _task_from_store(self, task_id: UUID, after: int) -> list[Entry] | None:
         """A task's events after a seq read from the store (older than the tail); None if unreadable."""
@@ -162,7 +163,7 @@ class Streams:
         for event in events:
             position = index.get(event.originator_version)
             if position is None:
-                tail_entries = self.tail.task_since(task_id, event.originator_version - 1, 1) or []
+                tail_entries = self.tail.task_since(str(task_id), event.originator_version - 1, 1) or []
                 if not tail_entries:
                     return None
                 position = tail_entries[0].position
@@ -233,7 +234,7 @@ class Streams:
                 if frames:
                     yield frames
                 elif not entries:
-                    await self.tail.wait(cursor.value, 15.0)
+                    await self.tail.wait(cursor.value)
 
     async def _all_from_store(
         self, after: int, cache: TaskCache | None

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
-from uuid import UUID
 
 import structlog
 
@@ -33,6 +32,7 @@ ETA_FIELDS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confide
 
 _ENCODING = threading.Lock()
 EVERYONE = "*"  # an all-tasks stream that sees every owner's tasks
+QUIET = 15.0  # seconds: how often waiting streams wake up when nothing happens (to look at the store)
 
 
 class Entry:
@@ -203,6 +203,7 @@ class LogTail:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self._quiet: asyncio.TimerHandle | None = None
 
     # ---- following --------------------------------------------------------------------------------------
 
@@ -213,10 +214,13 @@ class LogTail:
         self.first = self.position = max(0, head - self.window)
         self._thread = threading.Thread(target=self._run, name="progressd-tail", daemon=True)
         self._thread.start()
+        self._quiet = loop.call_later(QUIET, self._quiet_tick)
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._quiet is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._quiet.cancel)
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -285,21 +289,23 @@ class LogTail:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _quiet_tick(self) -> None:
+        """Wake every waiting stream now and then even when nothing happened (one timer for them all)."""
+        if self._stop.is_set() or self._loop is None:
+            return
+        self._notify()
+        self._quiet = self._loop.call_later(QUIET, self._quiet_tick)
+
     # ---- reading (event loop side) ----------------------------------------------------------------------
 
-    async def wait(self, position: int, timeout: float) -> bool:  # noqa: ASYNC109 - a bounded wake-up
-        """Wait until the tail has moved past `position` (True) or `timeout` passed (False)."""
+    async def wait(self, position: int) -> bool:
+        """Wait until the tail has moved past `position` (True), or for the next quiet tick if nothing new
+        came by then (False: at most QUIET seconds). Every subscriber waits here after every event: one
+        shared tick instead of a timeout each."""
         if self.position > position or self._changed is None:
             return True
-        changed = self._changed
-        try:
-            # Not wait_for: every subscriber waits here after every event, and wait_for wraps each wait
-            # in a new Task; a timeout scope costs only a timer.
-            async with asyncio.timeout(timeout):
-                await changed.wait()
-        except TimeoutError:
-            return False
-        return True
+        await self._changed.wait()  # set by _notify, which runs on this loop after position moved on
+        return self.position > position
 
     def since(self, position: int, limit: int) -> list[Entry] | None:
         """Entries after a global position, or None when that part of the log has left the tail."""
@@ -309,10 +315,10 @@ class LogTail:
             i = bisect.bisect_right(self._positions, position)
             return self._entries[i : i + limit]
 
-    def task_since(self, task_id: UUID, seq: int, limit: int) -> list[Entry] | None:
+    def task_since(self, task_id: str, seq: int, limit: int) -> list[Entry] | None:
         """A task's entries after `seq`, or None when the tail does not hold all of them."""
         with self._lock:
-            buffer = self._by_task.get(str(task_id))
+            buffer = self._by_task.get(task_id)
             if not buffer:
                 return []
             if buffer[0].seq > seq + 1:
@@ -320,11 +326,11 @@ class LogTail:
             i = bisect.bisect_right(buffer, seq, key=_seq)  # no list of seqs: every subscriber asks
             return buffer[i : i + limit]
 
-    def holds_task(self, task_id: UUID) -> bool:
+    def holds_task(self, task_id: str) -> bool:
         with self._lock:
-            return str(task_id) in self._by_task
+            return task_id in self._by_task
 
-    def latest(self, task_id: UUID) -> Entry | None:
+    def latest(self, task_id: str) -> Entry | None:
         with self._lock:
-            buffer = self._by_task.get(str(task_id))
+            buffer = self._by_task.get(task_id)
             return buffer[-1] if buffer else None
