@@ -77,7 +77,8 @@ class RequestIds:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_id)
+                # A WebSocket's messages pass through untouched: no wrapper on every frame it sends.
+                await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
             finally:
                 access.info(
                     "request" if scope["type"] == "http" else "websocket",
