@@ -12,10 +12,11 @@ every message but the first of an attempt carries ``Nats-Expected-Last-Msg-Id`` 
 JetStream refuses it unless the predecessor is the stream's last message. Dedupe is checked before that
 expectation, so a re-published message is still answered as a duplicate.
 
-For each batch read from the log a core-NATS hint ``<prefix>.wake`` (payload: the batch's last position,
-ASCII) tells other processes that the log moved, before the batch goes to JetStream (their data comes from
-the log, so waiting for JetStream's acks would only delay them). It is only a hint, may be lost or
-doubled; data always comes from the log.
+A core-NATS hint ``<prefix>.wake`` (payload: a log position, ASCII) tells other processes that the log
+moved: at once when this process's writer commits (`wake(position)`), and for each batch read from the log
+that no hint covered yet, before the batch goes to JetStream (their data comes from the log, so waiting for
+JetStream's acks would only delay them). Hints go out in increasing order; each is only a hint, may be
+lost; data always comes from the log.
 """
 
 from __future__ import annotations
@@ -248,6 +249,7 @@ class Relay:
         self.link = NatsLink(settings.nats_url, f"progressd-relay-{name}")
         self.position = 0
         self.head = 0
+        self.hinted = 0  # the last position announced on the wake subject
         self.published = 0
         self.duplicates = 0
         self.stalls = 0
@@ -260,6 +262,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._moved = asyncio.Condition()
+        self._nc: NatsClient | None = None
+        self._hints: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle --------------------------------------------------------------------------------------
 
@@ -289,13 +293,31 @@ class Relay:
             view, self._view = self._view, None
             await asyncio.to_thread(_close_view, view)
 
-    def wake(self, _position: int = 0) -> None:
-        """Tell the relay the log moved; safe from any thread (the service's writer thread calls it)."""
+    def wake(self, position: int = 0) -> None:
+        """Tell the relay the log moved (up to `position`, when known); safe from any thread (the service's
+        writer thread calls it after each commit)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed in between
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._woken, position)
+
+    def _woken(self, position: int) -> None:
+        self._wake.set()
+        nc = self._nc
+        if position > self.hinted and nc is not None and nc.is_connected:
+            # Other gateways hear of a commit at once, not after this relay has read and published it.
+            task = asyncio.create_task(self._hint(nc, position))
+            self._hints.add(task)
+            task.add_done_callback(self._hints.discard)
+
+    async def _hint(self, nc: NatsClient, position: int) -> None:
+        """Announce that the log reached `position` (a hint only: never let it fill the reconnect buffer)."""
+        if position <= self.hinted or not nc.is_connected:
+            return
+        self.hinted = position  # checked and set with no await in between: hints go out in order
+        with contextlib.suppress(nats.errors.Error):
+            await nc.publish(self.subjects.wake, str(position).encode())
 
     # ---- observation ------------------------------------------------------------------------------------
 
@@ -321,7 +343,7 @@ class Relay:
     # ---- the loop ---------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        nc = await self.link.connect()
+        nc = self._nc = await self.link.connect()
         js = nc.jetstream(timeout=self.ack_timeout)
         delay = self.backoff[0]
         stream_ready = False
@@ -374,10 +396,9 @@ class Relay:
         self.head = max(self.head, batch.head)
         if batch.last <= self.position:
             return False
-        if nc.is_connected:  # a hint only, sent as soon as the log is known to have moved (other gateways
-            # read the events from the log, not from JetStream); never let it fill the reconnect buffer
-            with contextlib.suppress(nats.errors.Error):
-                await nc.publish(self.subjects.wake, str(batch.last).encode())
+        # Other gateways read the events from the log, not from JetStream: tell them it moved (unless this
+        # process's writer has already announced it), before publishing.
+        await self._hint(nc, batch.last)
         acked, duplicates, error = await self._publish(js, batch.messages)
         if error is None:
             reached = batch.last

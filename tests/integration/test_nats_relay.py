@@ -197,6 +197,52 @@ def test_relay_publishes_every_event_once_in_log_order(
 
 
 @pytest.mark.nats
+def test_a_commit_is_hinted_to_other_gateways_before_the_relay_reads_it(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """The writer's wake-up carries the committed position: the hint goes out at once (in order, once),
+    not after the relay has read the log; positions it already announced are not announced again."""
+    env = Env(settings_for(tmp_path, nats_url))
+
+    async def scenario() -> tuple[int, list[int]]:
+        hints: list[int] = []
+        heard = asyncio.Event()
+        nc = await nats.connect(nats_url)
+
+        async def on_wake(msg: Msg) -> None:
+            hints.append(int(msg.data))
+            heard.set()
+
+        await nc.subscribe(env.subjects.wake, cb=on_wake)
+        relay = env.relay(poll=60.0)
+        await relay.start()
+        try:
+            await asyncio.to_thread(env.service.create_sync, OWNER, NewTask("t", [StepPlan("a")]))
+            head = env.app.head()
+            assert await relay.wait_for(head, 15)
+            await nc.flush()
+            # As if this process's writer had just committed further than the relay has read: the hint
+            # names that position although the relay has nothing new to read from the log.
+            relay.wake(head + 3)
+            relay.wake(head + 2)  # older than what was announced: no hint
+            relay.wake(head + 3)  # already announced: no hint
+            heard.clear()
+            await asyncio.wait_for(heard.wait(), 5)
+            await asyncio.sleep(0.2)  # time for a hint that should not come
+            await nc.flush()
+        finally:
+            await relay.stop()
+            await nc.close()
+        return head, hints
+
+    try:
+        head, hints = asyncio.run(scenario())
+    finally:
+        env.close()
+    assert hints == [head, head + 3]  # each position once, in order
+
+
+@pytest.mark.nats
 def test_relay_catch_up_throughput(tmp_path: Path, nats_url: str) -> None:
     """A backlog written with NATS unconfigured is relayed at well over the store's write rate."""
     env = Env(settings_for(tmp_path, nats_url))
