@@ -93,8 +93,10 @@ class Settings:
             **snapshots,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_POOL_SIZE": str(self.pool_size),
-            # Not the insert function: in eventsourcing 9.5.6 it skips the table lock, so writers in several
-            # processes could commit notification ids out of order and a follower could skip one.
+            # Not the library's insert function: in eventsourcing 9.5.6 it skips the table lock, so writers in
+            # several processes could commit notification ids out of order and a follower could skip one. Ours
+            # takes the lock and inserts in one statement (one round trip instead of four).
+            "APPLICATION_RECORDER_TOPIC": "infra.pgrecorder:LockedInsertRecorder",
             "POSTGRES_CONNECT_TIMEOUT": "1",
             **postgres_env(self.database_url),
         }

@@ -1,0 +1,120 @@
+"""The PostgreSQL insert in one statement (infra.pgrecorder): the same guarantees as eventsourcing's own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from domain.task import StepPlan
+from infra.pgrecorder import LockedInsertRecorder
+from infra.service import NewTask, TaskService
+from infra.settings import Settings
+from infra.store import ProgressApp
+
+OWNER = "local"
+TABLE = "progressd_events"
+pytestmark = pytest.mark.postgres
+
+
+def settings_for(pg_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=pg_url)
+
+
+def new_task(service: TaskService) -> UUID:
+    outcome = service.create_sync(OWNER, NewTask("insert", [StepPlan("one")]))
+    task_id = UUID(outcome.view["task_id"])
+    service.command_sync(task_id, OWNER, "start", {"order": 1})
+    return task_id
+
+
+def test_the_store_uses_it_and_a_database_made_by_the_library_insert_carries_on(
+    pg_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(pg_url, tmp_path)
+    stock_env = {k: v for k, v in settings.store_env().items() if k != "APPLICATION_RECORDER_TOPIC"}
+    stock = TaskService(ProgressApp(env=stock_env))
+    try:
+        assert not isinstance(stock.app.recorder, LockedInsertRecorder)
+        task_id = new_task(stock)
+        before = stock.app.head()
+    finally:
+        stock.close()
+
+    ours = TaskService(ProgressApp(env=settings.store_env()))
+    try:
+        assert isinstance(ours.app.recorder, LockedInsertRecorder)
+        outcome = ours.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40})
+        assert outcome.position == before + 1 == ours.app.head()
+        assert ours.app.task(task_id).steps[0].percent == 40
+    finally:
+        ours.close()
+
+
+def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
+    try:
+        task_id = new_task(service)
+        stale = service.app.task(task_id)
+        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 10})
+        head = service.app.head()
+
+        stale.report_progress(1, 20.0)
+        with pytest.raises(IntegrityError):
+            service.app.save(stale)
+
+        assert service.app.head() == head
+        assert service.app.task(task_id).steps[0].percent == 10
+    finally:
+        service.close()
+
+
+def test_a_save_of_several_events_gets_their_ids_in_order(pg_url: str, tmp_path: Path) -> None:
+    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
+    try:
+        task_id = new_task(service)
+        task = service.app.task(task_id)
+        for percent in (10.0, 20.0, 30.0):
+            task.report_progress(1, percent)
+        recordings = service.app.save(task)
+        ids = [r.notification.id for r in recordings]
+        assert ids == sorted(ids) and ids[-1] == service.app.head()
+        stored = service.app.notifications(ids[0] - 1, 10)
+        assert [(n.id, n.originator_version) for n in stored] == [
+            (r.notification.id, r.domain_event.originator_version) for r in recordings
+        ]
+    finally:
+        service.close()
+
+
+def test_it_waits_for_the_table_lock_and_still_notifies(pg_url: str, tmp_path: Path) -> None:
+    """Ids commit in order because every insert takes the table lock: one held elsewhere holds ours back."""
+    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
+    try:
+        task_id = new_task(service)
+        with psycopg.connect(pg_url, autocommit=True) as listener, psycopg.connect(pg_url) as holder:
+            listener.execute(f"LISTEN {TABLE}")
+            holder.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+            done = threading.Event()
+
+            def command() -> None:
+                service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 50})
+                done.set()
+
+            writer = threading.Thread(target=command)
+            writer.start()
+            time.sleep(0.5)
+            assert not done.is_set()  # blocked behind the other transaction's lock
+            holder.commit()
+            writer.join(timeout=10)
+            assert done.is_set()
+            assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [TABLE]
+    finally:
+        service.close()
