@@ -223,7 +223,7 @@ class TaskService:
         if_match: int | None = None,
     ) -> Outcome:
         """Apply one command, retrying on a concurrent writer unless the caller pinned a version."""
-        print_ = fingerprint(name, str(task_id), args)
+        print_ = fingerprint(name, str(task_id), args) if key else ""  # only a keyed command needs it
         idem = f"{key}:{print_}" if key else None
         fresh = False
         for attempt in range(MAX_CONFLICT_RETRIES):
@@ -449,7 +449,7 @@ class GroupWriter:
                     task = tasks[job.task_id] = service.checkout(job.task_id, job.owner)
                 elif job.owner is not None and task.owner != job.owner:
                     raise TaskNotFound(str(job.task_id))
-                print_ = fingerprint(job.name, str(job.task_id), job.args)
+                print_ = fingerprint(job.name, str(job.task_id), job.args) if job.key else ""
                 if job.key and task.replayed(job.key, print_):
                     applied.append((future, task, progress_view(task), True))
                     continue
