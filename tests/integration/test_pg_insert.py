@@ -67,7 +67,12 @@ def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(
         head = service.app.head()
 
         stale.report_progress(1, 20.0)
-        with pytest.raises(IntegrityError):
+        with pytest.raises(IntegrityError):  # one event: the plain-parameter function
+            service.app.save(stale)
+        stale = service.app.task(task_id, version=stale.version - 1)
+        stale.report_progress(1, 20.0)
+        stale.report_progress(1, 30.0)
+        with pytest.raises(IntegrityError):  # several: the array function
             service.app.save(stale)
 
         assert service.app.head() == head
