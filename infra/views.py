@@ -21,6 +21,7 @@ _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 class Cursor(Protocol):
     def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def executemany(self, sql: Any, params_seq: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
@@ -37,6 +38,30 @@ def ddl(table: Table, dialect: str) -> list[str]:
         name = f"{table.name}_{'_'.join(index)}_idx"
         out.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({', '.join(index)})")
     return out
+
+
+def _by_table(ops: Sequence[Op]) -> dict[str, list[Op]]:
+    out: dict[str, list[Op]] = {}
+    for op in ops:
+        out.setdefault(op.table.name, []).append(op)
+    return out
+
+
+def _last_upserts(ops: list[Op]) -> list[Op]:
+    """One table's ops without the Upserts that a later Upsert of the same row (same key and columns, no
+    Merge in between: a Merge reads the row) replaces entirely."""
+    keep = [True] * len(ops)
+    seen: set[tuple[Any, ...]] = set()
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        if isinstance(op, Merge):
+            seen.clear()
+        elif isinstance(op, Upsert):
+            ident = (tuple(op.row), *(op.row[col] for col in op.table.key))
+            if ident in seen:
+                keep[i] = False
+            seen.add(ident)
+    return [op for op, k in zip(ops, keep, strict=True) if k]
 
 
 class ViewRecorder(Protocol):
@@ -66,6 +91,7 @@ def pipelined(c: Any, dialect: str) -> Iterator[None]:
 class _ViewMixin:
     model: ReadModel
     dialect: str
+    _statements: dict[tuple[type, str, tuple[str, ...]], Any] | None = None
 
     def _sql(self, sql: str) -> Any:
         return SQL(_PARAM.sub(r"%(\1)s", sql)) if self.dialect == "postgres" else sql
@@ -82,37 +108,59 @@ class _ViewMixin:
     def apply(self, ops: Sequence[Op], tracking: Tracking) -> None:
         """Write the rows and the tracking record in one transaction: both or neither."""
         with self._cursor(commit=True) as c, pipelined(c, self.dialect):
-            for op in ops:
-                self._run(c, op)
+            self._write(c, ops)
             self._insert_tracking(c, tracking)
 
-    def _run(self, c: Cursor, op: Op) -> None:
-        match op:
-            case Upsert(table, row):
-                cols = list(row)
+    def _write(self, c: Cursor, ops: Sequence[Op]) -> None:
+        """A batch's ops, table by table in their order. Rows that follow one another into the same statement
+        go in one executemany; a row upserted again later in the batch (same key and columns, no Merge in
+        between) is written once, with its last value. Tables do not depend on one another."""
+        for table_ops in _by_table(ops).values():
+            statement: Any = None
+            rows: list[Row] = []
+            for op in _last_upserts(table_ops):
+                if isinstance(op, Merge):
+                    if rows:
+                        c.executemany(statement, rows)
+                        statement, rows = None, []
+                    self._run(c, op)
+                    continue
+                sql = self._statement(op)
+                if sql is not statement and rows:
+                    c.executemany(statement, rows)
+                    rows = []
+                statement = sql
+                rows.append(op.row)
+            if rows:
+                c.executemany(statement, rows)
+
+    def _statement(self, op: Upsert | Insert) -> Any:
+        """The statement for an Upsert or Insert of this table and these columns (made once)."""
+        cols = tuple(op.row)
+        key = (type(op), op.table.name, cols)
+        statements = self._statements
+        if statements is None:
+            statements = self._statements = {}
+        found = statements.get(key)
+        if found is None:
+            table = op.table
+            values = ", ".join(":" + col for col in cols)
+            sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({values})"
+            if isinstance(op, Upsert):
                 updates = [col for col in cols if col not in table.key]
                 action = (
                     f"DO UPDATE SET {', '.join(f'{col} = excluded.{col}' for col in updates)}"
                     if updates
                     else "DO NOTHING"
                 )
-                c.execute(
-                    self._sql(
-                        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
-                        f"({', '.join(':' + col for col in cols)}) "
-                        f"ON CONFLICT ({', '.join(table.key)}) {action}"
-                    ),
-                    row,
-                )
-            case Insert(table, row):
-                cols = list(row)
-                c.execute(
-                    self._sql(
-                        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
-                        f"({', '.join(':' + col for col in cols)})"
-                    ),
-                    row,
-                )
+                sql += f" ON CONFLICT ({', '.join(table.key)}) {action}"
+            found = statements[key] = self._sql(sql)
+        return found
+
+    def _run(self, c: Cursor, op: Op) -> None:
+        match op:
+            case Upsert() | Insert():
+                c.execute(self._statement(op), op.row)
             case Merge(table, key, fn):
                 where = " AND ".join(f"{col} = :{col}" for col in key)
                 c.execute(self._sql(f"SELECT * FROM {table.name} WHERE {where}"), key)
@@ -209,8 +257,7 @@ def apply_together(items: Sequence[tuple[ViewRecorder, Sequence[Op], Tracking]])
     with first._cursor(commit=True) as c, pipelined(c, first.dialect):
         for view, ops, tracking in items:
             assert isinstance(view, _ViewMixin)
-            for op in ops:
-                view._run(c, op)
+            view._write(c, ops)
             view._insert_tracking(c, tracking)
 
 

@@ -1,0 +1,115 @@
+"""A batch of row changes written together (executemany, repeated upserts written once) leaves the same rows
+as the same changes written one at a time, on both backends."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import Tracking
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infra.settings import Settings
+from infra.views import ViewRecorder, open_view
+from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert, integer, text
+
+KEYS = ("a", "b", "c")
+
+
+def tables(prefix: str) -> tuple[Table, Table]:
+    state = Table(f"{prefix}_state", (text("k", False), integer("n"), text("note")), key=("k",))
+    return state, Table(f"{prefix}_log", (integer("i", False), text("k")), key=("i",))
+
+
+def _bump(row: Row | None, k: str, by: int) -> Row:
+    return {"k": k, "n": (row or {}).get("n", 0) + by, "note": (row or {}).get("note")}
+
+
+def model(name: str) -> ReadModel:
+    return ReadModel(name, tables(name), lambda change: [])
+
+
+def op_strategy() -> st.SearchStrategy[list[tuple[str, str, int]]]:
+    kinds = st.sampled_from(["upsert", "upsert-n", "merge", "insert"])
+    return st.lists(st.tuples(kinds, st.sampled_from(KEYS), st.integers(-5, 5)), max_size=30)
+
+
+def build(view: ViewRecorder, spec: list[tuple[str, str, int]]) -> list[Op]:
+    state, log = view.model.tables
+    serial = itertools.count()
+    ops: list[Op] = []
+    for kind, k, value in spec:
+        match kind:
+            case "upsert":  # every column
+                ops.append(Upsert(state, {"k": k, "n": value, "note": f"set {value}"}))
+            case "upsert-n":  # some columns only: must not wipe the note of an earlier upsert
+                ops.append(Upsert(state, {"k": k, "n": value}))
+            case "merge":  # reads what the ops before it left
+                ops.append(Merge(state, {"k": k}, lambda row, k=k, by=value: _bump(row, k, by)))
+            case _:
+                ops.append(Insert(log, {"i": next(serial), "k": k}))
+    return ops
+
+
+def rows(view: ViewRecorder) -> dict[str, list[Row]]:
+    state, log = view.model.tables
+    return {
+        "state": view.query(f"SELECT k, n, note FROM {state.name} ORDER BY k"),
+        "log": view.query(f"SELECT i, k FROM {log.name} ORDER BY i"),
+    }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def views(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ViewRecorder, ViewRecorder]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    return open_view(settings, model("together")), open_view(settings, model("onebyone"))
+
+
+def test_a_batch_leaves_the_rows_that_one_op_at_a_time_leaves(
+    views: tuple[ViewRecorder, ViewRecorder],
+) -> None:
+    together, one_by_one = views
+    position = itertools.count(1)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(spec=op_strategy())
+    def check(spec: list[tuple[str, str, int]]) -> None:
+        for view in (together, one_by_one):
+            view.drop()
+            view.create_table()
+        a, b = build(together, spec), build(one_by_one, spec)
+        together.apply(a, Tracking(together.model.name, next(position)))
+        for op in b:
+            one_by_one.apply([op], Tracking(one_by_one.model.name, next(position)))
+        assert rows(together) == rows(one_by_one)
+
+    check()
+
+
+def test_repeated_upserts_of_a_row_are_written_once(views: tuple[ViewRecorder, ViewRecorder]) -> None:
+    view, _ = views
+    state, log = view.model.tables
+    statements: list[tuple[str, int]] = []
+    ops: list[Op] = [Upsert(state, {"k": "a", "n": n, "note": "x"}) for n in range(100)]
+    ops += [Insert(log, {"i": i, "k": "a"}) for i in range(50)]
+
+    class Spy:
+        def __init__(self, c: Any) -> None:
+            self.c = c
+
+        def execute(self, sql: Any, params: Any = None) -> Any:
+            statements.append((str(sql), 1))
+            return self.c.execute(sql, params)
+
+        def executemany(self, sql: Any, params_seq: Any) -> Any:
+            statements.append((str(sql), len(params_seq)))
+            return self.c.executemany(sql, params_seq)
+
+    with view._cursor(commit=True) as c:  # type: ignore[attr-defined]
+        view._write(Spy(c), ops)  # type: ignore[attr-defined]
+    assert [n for _, n in statements] == [1, 50]  # the last upsert, then every insert in one executemany
+    assert rows(view)["state"] == [{"k": "a", "n": 99, "note": "x"}]
