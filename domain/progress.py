@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from domain.state import FINISHED_STEP, StepStatus
@@ -46,6 +47,13 @@ def iso(at: datetime | None) -> str | None:
     """UTC timestamps as the spec writes them: 2024-01-15T10:00:00.000Z."""
     if at is None:
         return None
+    return _iso(at, at.tzinfo)  # equal instants in two zones are equal datetimes: the zone is in the key
+
+
+@lru_cache(maxsize=4096)
+def _iso(at: datetime, _zone: tzinfo | None) -> str:
+    # A task's view names the same few instants on every update (when each step started and finished):
+    # formatting them again is most of the cost of building the view.
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

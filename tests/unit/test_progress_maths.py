@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
 import pytest
@@ -685,3 +685,13 @@ def test_step_view_uses_the_given_now_only_for_unfinished_clocks() -> None:
 )
 def test_iso(value: datetime | None, expected: str | None) -> None:
     assert iso(value) == expected
+
+
+def test_iso_keeps_each_instants_own_zone_although_equal_instants_compare_equal() -> None:
+    at = datetime(2024, 1, 15, 10, 0, 0, 123456, tzinfo=UTC)
+    there = at.astimezone(timezone(timedelta(hours=2)))
+    assert at == there
+    for _ in range(2):  # the second time from the cache
+        assert iso(at) == "2024-01-15T10:00:00.123Z"
+        assert iso(there) == "2024-01-15T12:00:00.123+02:00"
+    assert iso(None) is None
