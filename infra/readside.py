@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from infra.views import ViewRecorder
 from projections.model import Row
 
 ESTIMATES_KEPT = 4096
+HISTORY_RECHECK = 1.0  # seconds
 
 
 class ReadSide:
@@ -31,6 +34,10 @@ class ReadSide:
         # Estimates as of a version's own updated_at, shared by the command's answer and its live message.
         self._estimates: OrderedDict[tuple[str, int, tuple[int, int]], dict[str, Any]] = OrderedDict()
         self._estimates_lock = threading.Lock()
+        # Without the projection here: how stale the history may get (it changes when a step finishes; a
+        # second late changes no estimate that matters, and live messages skip two queries each).
+        self.history_recheck = HISTORY_RECHECK
+        self._checked = -math.inf
 
     def eta_history(self) -> History:
         """step_stats as the estimator's history."""
@@ -40,8 +47,9 @@ class ReadSide:
         """The history and a stamp of its content; the rows are read again only when the stamp changes.
 
         When this process projects step_stats, the stamp is the position of the projection's last change
-        (most events finish no step and change nothing there): no query at all. Otherwise, once the
-        projection has moved on, a small aggregate says whether any step finished since."""
+        (most events finish no step and change nothing there): no query at all. Otherwise, at most every
+        `history_recheck` seconds, the projection's position and, once it has moved on, a small aggregate say
+        whether any step finished since."""
         view = self.views["step_stats"]
         cached = self._eta
         changed = self._changed_at("step_stats") if self._changed_at is not None else None
@@ -50,6 +58,10 @@ class ReadSide:
             if cached is None or cached[1] != stamp:
                 cached = self._eta = (changed, stamp, self._history_rows(view))
             return stamp, cached[2]
+        clock = time.monotonic()
+        if cached is not None and clock - self._checked < self.history_recheck:
+            return cached[1], cached[2]
+        self._checked = clock
         position = view.max_tracking_id("step_stats") or 0
         if cached is not None and cached[0] == position:
             return cached[1], cached[2]

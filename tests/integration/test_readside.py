@@ -22,6 +22,7 @@ def test_the_history_is_reread_when_a_step_finishes_and_only_then(
 ) -> None:
     rt = Runtime(Settings(data_dir=tmp_path))
     read = rt.read if projects_here else ReadSide(rt.views)  # a gateway run with --no-projections
+    read.history_recheck = 0.0  # look every time (the default looks at most once a second)
     queries: list[str] = []
     step_stats = rt.views["step_stats"]
     original = step_stats.query
@@ -57,5 +58,34 @@ def test_the_history_is_reread_when_a_step_finishes_and_only_then(
             (("load rows", "any"), 1),
             (("load rows", "unknown"), 1),
         ]
+    finally:
+        rt.close()
+
+
+def test_without_the_projection_the_history_is_looked_at_once_a_second(tmp_path: Path) -> None:
+    rt = Runtime(Settings(data_dir=tmp_path))
+    read = ReadSide(rt.views)  # a gateway run with --no-projections
+    queries: list[str] = []
+    step_stats = rt.views["step_stats"]
+    original = step_stats.query
+
+    def counted(sql: str, params: Any = None) -> Any:
+        queries.append(sql)
+        return original(sql, params)
+
+    step_stats.query = counted  # type: ignore[method-assign]
+    try:
+        outcome = rt.service.create_sync("local", NewTask("t", [StepPlan("a")]))
+        task_id = UUID(outcome.view["task_id"])
+        rt.service.command_sync(task_id, "local", "start", {"order": 1})
+        rt.projector.run_once()
+        first = read.eta_history()
+        queries.clear()
+        rt.service.command_sync(task_id, "local", "complete", {"order": 1})
+        rt.projector.run_once()
+        assert read.eta_history() is first and not queries  # within the second: the history as it was
+        read._checked -= read.history_recheck  # a second later
+        assert sorted(key for key, _ in read.eta_history().items()) == [("a", "any"), ("a", "unknown")]
+        assert queries
     finally:
         rt.close()
