@@ -90,9 +90,7 @@ def create_app(
                     lambda: [({}, float(publisher.lag))],
                 )
             nats_parts.append(
-                NatsCommands(
-                    runtime.service, settings, settle=runtime.settle, enrich=runtime.read.with_update_eta
-                )
+                NatsCommands(runtime.service, settings, settle=runtime.settle, enrich=runtime.with_update_eta)
             )
             nats_parts.append(WakeListener(settings.nats_url, tail.wake))
             for part in nats_parts:

@@ -91,7 +91,7 @@ async def answer(request: Request, outcome: Outcome) -> Response:
         headers["Progressd-View-Lag"] = "true"
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = await runtime(request).service.read(lambda: runtime(request).read.with_update_eta(outcome.view))
+    body = await runtime(request).with_update_eta(outcome.view)
     if outcome.created:
         headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
         return json_response(body, 201, headers)

@@ -181,7 +181,7 @@ class NatsCommands:
         subjects: Subjects | None = None,
         queue: str = QUEUE,
         settle: Callable[[int], Awaitable[bool]] | None = None,
-        enrich: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        enrich: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
         max_in_flight: int = 256,
     ) -> None:
         if settings.nats_url is None:
@@ -191,7 +191,7 @@ class NatsCommands:
         self.subjects = subjects or Subjects()
         self.queue = queue
         self.settle = settle
-        self.enrich = enrich  # adds what the HTTP answer adds (the time estimate), on a reader thread
+        self.enrich = enrich  # adds what the HTTP answer adds (the time estimate)
         self.link = NatsLink(settings.nats_url, "progressd-commands")
         self.handled = 0
         self._prefix = self.subjects.create.removesuffix("create")
@@ -302,8 +302,7 @@ class NatsCommands:
             headers["Idempotent-Replayed"] = "true"
         view = outcome.view
         if self.enrich is not None:
-            enrich = self.enrich
-            view = await self.service.read(lambda: enrich(outcome.view))
+            view = await self.enrich(outcome.view)
         if outcome.created:
             headers["Location"] = f"/api/tasks/{view['task_id']}/progress"
             return Reply(201, headers, view)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from infra.metrics import Metrics
 from infra.projector import Projection, Projector
@@ -62,6 +63,15 @@ class Runtime:
                 return False
             time.sleep(0.02)
         return True
+
+    async def with_update_eta(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A command's answer: its view with the estimate as of the command. Made right here when the history
+        is in memory (the usual case: a hop to a reader thread costs more than the estimate), on a reader
+        thread when the history must be read first."""
+        found = self.read.with_update_eta_at_hand(view)
+        if found is not None:
+            return found
+        return await self.service.read(lambda: self.read.with_update_eta(view))
 
     async def settle(self, position: int, limit: float | None = None) -> bool:
         """Read-your-writes: wait (bounded) until the read models include `position`."""

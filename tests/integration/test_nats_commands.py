@@ -53,7 +53,11 @@ def run(tmp_path: Path, nats_url: str, scenario: Callable[[Runtime, Ask, Subject
 
     async def main() -> None:
         commands = NatsCommands(
-            runtime.service, settings, subjects=subjects, settle=runtime.settle, enrich=runtime.read.with_eta
+            runtime.service,
+            settings,
+            subjects=subjects,
+            settle=runtime.settle,
+            enrich=runtime.with_update_eta,
         )
         await commands.start()
         assert await commands.ready(10)

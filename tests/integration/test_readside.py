@@ -3,6 +3,7 @@ that projects step_stats without any query, elsewhere after one small aggregate.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -86,6 +87,43 @@ def test_without_the_projection_the_history_is_looked_at_once_a_second(tmp_path:
         assert read.eta_history() is first and not queries  # within the second: the history as it was
         read._checked -= read.history_recheck  # a second later
         assert sorted(key for key, _ in read.eta_history().items()) == [("a", "any"), ("a", "unknown")]
+        assert queries
+    finally:
+        rt.close()
+
+
+def test_an_answer_gets_its_estimate_without_a_query_when_the_history_is_at_hand(tmp_path: Path) -> None:
+    """The event loop may make an answer's estimate itself only when that needs no query."""
+    rt = Runtime(Settings(data_dir=tmp_path))
+    queries: list[str] = []
+    step_stats = rt.views["step_stats"]
+    original = step_stats.query
+
+    def counted(sql: str, params: Any = None) -> Any:
+        queries.append(sql)
+        return original(sql, params)
+
+    step_stats.query = counted  # type: ignore[method-assign]
+    try:
+        outcome = rt.service.create_sync("local", NewTask("t", [StepPlan("a"), StepPlan("b")]))
+        task_id = UUID(outcome.view["task_id"])
+        started = rt.service.command_sync(task_id, "local", "start", {"order": 1})
+        rt.projector.run_once()
+        assert rt.read.with_update_eta_at_hand(started.view) is None  # the history was never read
+        expected = rt.read.with_update_eta(started.view)  # reads it (a reader thread's job)
+        queries.clear()
+        at_hand = rt.read.with_update_eta_at_hand(started.view)
+        assert at_hand == expected and "eta_seconds" in at_hand and not queries
+
+        moved = rt.service.command_sync(task_id, "local", "progress", {"order": 1, "percent": 40})
+        rt.projector.run_once()  # changes nothing in step_stats
+        at_hand = rt.read.with_update_eta_at_hand(moved.view)
+        assert at_hand == rt.read.with_update_eta(moved.view) and not queries
+
+        done = rt.service.command_sync(task_id, "local", "complete", {"order": 1})
+        rt.projector.run_once()  # step_stats learned a duration: the history must be read again
+        assert rt.read.with_update_eta_at_hand(done.view) is None
+        assert "eta_seconds" in asyncio.run(rt.with_update_eta(done.view))  # on a reader thread
         assert queries
     finally:
         rt.close()
