@@ -50,19 +50,19 @@ class ReadSide:
         (most events finish no step and change nothing there): no query at all. Otherwise, at most every
         `history_recheck` seconds, the projection's position and, once it has moved on, a small aggregate say
         whether any step finished since."""
+        known = self._history_at_hand()
+        if known is not None:
+            return known
         view = self.views["step_stats"]
-        cached = self._eta
         changed = self._changed_at("step_stats") if self._changed_at is not None else None
         if changed is not None:
             stamp = (changed, -1)  # -1: never a row count, so never equal to an aggregate's stamp
-            if cached is None or cached[1] != stamp:
-                cached = self._eta = (changed, stamp, self._history_rows(view))
-            return stamp, cached[2]
-        clock = time.monotonic()
-        if cached is not None and clock - self._checked < self.history_recheck:
-            return cached[1], cached[2]
-        self._checked = clock
+            history = self._history_rows(view)
+            self._eta = (changed, stamp, history)
+            return stamp, history
+        self._checked = time.monotonic()
         position = view.max_tracking_id("step_stats") or 0
+        cached = self._eta
         if cached is not None and cached[0] == position:
             return cached[1], cached[2]
         row = view.query("SELECT COUNT(*) AS groups, COALESCE(SUM(count), 0) AS samples FROM step_stats")[0]
@@ -70,6 +70,18 @@ class ReadSide:
         history = cached[2] if cached is not None and cached[1] == stamp else self._history_rows(view)
         self._eta = (position, stamp, history)
         return stamp, history
+
+    def _history_at_hand(self) -> tuple[tuple[int, int], History] | None:
+        """What _history answers when it can say so without a query (None: it must look)."""
+        cached = self._eta
+        if cached is None:
+            return None
+        changed = self._changed_at("step_stats") if self._changed_at is not None else None
+        if changed is not None:
+            return (cached[1], cached[2]) if cached[1] == (changed, -1) else None
+        if time.monotonic() - self._checked < self.history_recheck:
+            return cached[1], cached[2]
+        return None
 
     @staticmethod
     def _history_rows(view: ViewRecorder) -> History:
@@ -100,18 +112,6 @@ class ReadSide:
             return view
         known = self._history_at_hand()
         return None if known is None else {**view, **self._as_of_update(view, *known)}
-
-    def _history_at_hand(self) -> tuple[tuple[int, int], History] | None:
-        """What _history would answer, when it can say so without a query."""
-        cached = self._eta
-        if cached is None:
-            return None
-        changed = self._changed_at("step_stats") if self._changed_at is not None else None
-        if changed is not None:
-            return (cached[1], cached[2]) if cached[1] == (changed, -1) else None
-        if time.monotonic() - self._checked < self.history_recheck:
-            return cached[1], cached[2]
-        return None
 
     def _as_of_update(self, view: dict[str, Any], stamp: tuple[int, int], history: History) -> dict[str, Any]:
         key = (str(view["task_id"]), int(view["version"]), stamp)
