@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -24,6 +25,16 @@ pytestmark = pytest.mark.postgres
 
 def settings_for(pg_url: str, tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, database_url=pg_url)
+
+
+@pytest.fixture
+def service(pg_url: str, tmp_path: Path) -> Iterator[TaskService]:
+    """A writer on PostgreSQL with the store as the settings configure it (our insert)."""
+    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
+    try:
+        yield service
+    finally:
+        service.close()
 
 
 def new_task(service: TaskService) -> UUID:
@@ -56,70 +67,56 @@ def test_the_store_uses_it_and_a_database_made_by_the_library_insert_carries_on(
         ours.close()
 
 
-def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(
-    pg_url: str, tmp_path: Path
-) -> None:
-    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
-    try:
-        task_id = new_task(service)
-        stale = service.app.task(task_id)
-        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 10})
-        head = service.app.head()
+def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(service: TaskService) -> None:
+    task_id = new_task(service)
+    stale = service.app.task(task_id)
+    service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 10})
+    head = service.app.head()
 
-        stale.report_progress(1, 20.0)
-        with pytest.raises(IntegrityError):  # one event: the plain-parameter function
-            service.app.save(stale)
-        stale = service.app.task(task_id, version=stale.version - 1)
-        stale.report_progress(1, 20.0)
-        stale.report_progress(1, 30.0)
-        with pytest.raises(IntegrityError):  # several: the array function
-            service.app.save(stale)
+    stale.report_progress(1, 20.0)
+    with pytest.raises(IntegrityError):  # one event: the plain-parameter function
+        service.app.save(stale)
+    stale = service.app.task(task_id, version=stale.version - 1)
+    stale.report_progress(1, 20.0)
+    stale.report_progress(1, 30.0)
+    with pytest.raises(IntegrityError):  # several: the array function
+        service.app.save(stale)
 
-        assert service.app.head() == head
-        assert service.app.task(task_id).steps[0].percent == 10
-    finally:
-        service.close()
+    assert service.app.head() == head
+    assert service.app.task(task_id).steps[0].percent == 10
 
 
-def test_a_save_of_several_events_gets_their_ids_in_order(pg_url: str, tmp_path: Path) -> None:
-    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
-    try:
-        task_id = new_task(service)
-        task = service.app.task(task_id)
-        for percent in (10.0, 20.0, 30.0):
-            task.report_progress(1, percent)
-        recordings = service.app.save(task)
-        ids = [r.notification.id for r in recordings]
-        assert ids == sorted(ids) and ids[-1] == service.app.head()
-        stored = service.app.notifications(ids[0] - 1, 10)
-        assert [(n.id, n.originator_version) for n in stored] == [
-            (r.notification.id, r.domain_event.originator_version) for r in recordings
-        ]
-    finally:
-        service.close()
+def test_a_save_of_several_events_gets_their_ids_in_order(service: TaskService) -> None:
+    task_id = new_task(service)
+    task = service.app.task(task_id)
+    for percent in (10.0, 20.0, 30.0):
+        task.report_progress(1, percent)
+    recordings = service.app.save(task)
+    ids = [r.notification.id for r in recordings]
+    assert ids == sorted(ids) and ids[-1] == service.app.head()
+    stored = service.app.notifications(ids[0] - 1, 10)
+    assert [(n.id, n.originator_version) for n in stored] == [
+        (r.notification.id, r.domain_event.originator_version) for r in recordings
+    ]
 
 
-def test_it_waits_for_the_table_lock_and_still_notifies(pg_url: str, tmp_path: Path) -> None:
+def test_it_waits_for_the_table_lock_and_still_notifies(service: TaskService, pg_url: str) -> None:
     """Ids commit in order because every insert takes the table lock: one held elsewhere holds ours back."""
-    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
-    try:
-        task_id = new_task(service)
-        with psycopg.connect(pg_url, autocommit=True) as listener, psycopg.connect(pg_url) as holder:
-            listener.execute(f"LISTEN {TABLE}")
-            holder.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
-            done = threading.Event()
+    task_id = new_task(service)
+    with psycopg.connect(pg_url, autocommit=True) as listener, psycopg.connect(pg_url) as holder:
+        listener.execute(f"LISTEN {TABLE}")
+        holder.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+        done = threading.Event()
 
-            def command() -> None:
-                service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 50})
-                done.set()
+        def command() -> None:
+            service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 50})
+            done.set()
 
-            writer = threading.Thread(target=command)
-            writer.start()
-            time.sleep(0.5)
-            assert not done.is_set()  # blocked behind the other transaction's lock
-            holder.commit()
-            writer.join(timeout=10)
-            assert done.is_set()
-            assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [TABLE]
-    finally:
-        service.close()
+        writer = threading.Thread(target=command)
+        writer.start()
+        time.sleep(0.5)
+        assert not done.is_set()  # blocked behind the other transaction's lock
+        holder.commit()
+        writer.join(timeout=10)
+        assert done.is_set()
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [TABLE]
