@@ -66,6 +66,15 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
+def command_print(name: str, task_id: UUID, args: dict[str, Any], key: str | None) -> tuple[str, str | None]:
+    """A command's fingerprint and the idempotency mark its event carries; both empty without a key (only a
+    keyed command is ever compared with an earlier one)."""
+    if not key:
+        return "", None
+    print_ = fingerprint(name, str(task_id), args)
+    return print_, f"{key}:{print_}"
+
+
 def check_text(path: str, value: object) -> None:
     """Refuse NUL characters in any text: PostgreSQL text columns cannot hold them, so one such event
     would stop every read model at that position (the log itself, bytea, would accept it)."""
@@ -223,8 +232,7 @@ class TaskService:
         if_match: int | None = None,
     ) -> Outcome:
         """Apply one command, retrying on a concurrent writer unless the caller pinned a version."""
-        print_ = fingerprint(name, str(task_id), args) if key else ""  # only a keyed command needs it
-        idem = f"{key}:{print_}" if key else None
+        print_, idem = command_print(name, task_id, args, key)
         fresh = False
         for attempt in range(MAX_CONFLICT_RETRIES):
             task = self.checkout(task_id, owner, fresh)
@@ -449,14 +457,14 @@ class GroupWriter:
                     task = tasks[job.task_id] = service.checkout(job.task_id, job.owner)
                 elif job.owner is not None and task.owner != job.owner:
                     raise TaskNotFound(str(job.task_id))
-                print_ = fingerprint(job.name, str(job.task_id), job.args) if job.key else ""
+                print_, idem = command_print(job.name, job.task_id, job.args, job.key)
                 if job.key and task.replayed(job.key, print_):
                     applied.append((future, task, progress_view(task), True))
                     continue
                 if job.if_match is not None and task.version != job.if_match:
                     later.append((job, future))  # decided on its own, against the task as stored
                     continue
-                apply_command(task, job.name, job.args, f"{job.key}:{print_}" if job.key else None)
+                apply_command(task, job.name, job.args, idem)
                 applied.append((future, task, progress_view(task), False))
             except BaseException as exc:
                 future.set_exception(exc)
