@@ -13,11 +13,10 @@ from uuid import UUID
 import structlog
 from eventsourcing.persistence import Notification, Tracking
 
-from domain.progress import whole
 from domain.task import Task
 from infra.store import ProgressApp
 from infra.views import ViewRecorder, apply_together, shared_database
-from projections.model import Change, Op, StepState
+from projections.model import Change, Op, StepState, step_states
 
 log = structlog.get_logger(__name__)
 
@@ -26,32 +25,46 @@ CACHE = 2_000
 
 
 class TaskCache:
-    """Tasks as of the last event a projection applied; a miss loads the task from the log."""
+    """Tasks as of the last event applied to them, with their step states when a read model asked for
+    them; a miss loads the task from the log."""
 
     def __init__(self, app: ProgressApp, size: int = CACHE) -> None:
         self.app = app
         self.size = size
-        self._tasks: OrderedDict[UUID, Task] = OrderedDict()
+        self._tasks: OrderedDict[UUID, tuple[Task, tuple[StepState, ...] | None]] = OrderedDict()
 
-    def advance(self, event: Any) -> tuple[Task, list[StepState] | None]:
-        """Apply an event to the cached task; return the task after it and its steps before it."""
+    def apply(self, event: Any) -> Task:
+        """Apply an event to the cached task; the task after it."""
+        return self._move(event, False)[0]
+
+    def advance(self, event: Any, position: int) -> Change:
+        """Apply an event to the cached task; the Change a read model sees."""
+        task, before, after = self._move(event, True)
+        assert after is not None
+        return Change(event, task, before, after, position)
+
+    def _move(
+        self, event: Any, states: bool
+    ) -> tuple[Task, tuple[StepState, ...] | None, tuple[StepState, ...] | None]:
         task_id: UUID = event.originator_id
+        before = None
         if isinstance(event, Task.Created):
             task = event.mutate(None)
-            before = None
         else:
             cached = self._tasks.get(task_id)
-            if cached is None or cached.version != event.originator_version - 1:
-                cached = self.app.task(task_id, event.originator_version - 1)
-            before = [StepState(str(s.status), whole(s.percent)) for s in cached.steps]
-            event.mutate(cached)
-            task = cached
+            if cached is None or cached[0].version != event.originator_version - 1:
+                cached = (self.app.task(task_id, event.originator_version - 1), None)
+            task, before = cached
+            if states and before is None:
+                before = step_states(task)
+            event.mutate(task)
         assert isinstance(task, Task)
-        self._tasks[task_id] = task
+        after = step_states(task) if states else None  # the next event's `before`: computed once
+        self._tasks[task_id] = (task, after)
         self._tasks.move_to_end(task_id)
         while len(self._tasks) > self.size:
             self._tasks.popitem(last=False)
-        return task, before
+        return task, before, after
 
 
 class Projection:
@@ -91,8 +104,7 @@ class Projection:
         event = self.app.mapper.to_domain_event(notification)
         if not isinstance(event, Task.Event):
             return []
-        task, before = self.cache.advance(event)
-        return self.view.model.handle(Change(event, task, before, notification.id))
+        return self.view.model.handle(self.cache.advance(event, notification.id))
 
     def reset(self) -> None:
         """Forget the in-memory state, e.g. after the tables were dropped or a batch failed."""
@@ -167,9 +179,8 @@ class Projector:
         for notification in batch:
             event = first.app.mapper.to_domain_event(notification)
             if isinstance(event, Task.Event):
-                task, before = self._shared.advance(event)
                 # Every handler runs before the next event moves the shared task on.
-                change = Change(event, task, before, notification.id)
+                change = self._shared.advance(event, notification.id)
                 for i, projection in enumerate(self.projections):
                     ops[i].extend(projection.view.model.handle(change))
         tracking_id = batch[-1].id

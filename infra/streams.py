@@ -249,7 +249,7 @@ class Streams:
                 last = notification.id
                 event = self.app.mapper.to_domain_event(notification)
                 if isinstance(event, Task.Event):
-                    task, _ = tasks.advance(event)
+                    task = tasks.apply(event)
                     out.add(event, task, notification.id)
             return out.entries(), last
 

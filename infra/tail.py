@@ -248,7 +248,7 @@ class LogTail:
         for notification in batch:
             event = self.app.mapper.to_domain_event(notification)
             if isinstance(event, Task.Event):
-                task, _ = self._cache.advance(event)
+                task = self._cache.apply(event)
                 fresh.add(event, task, notification.id)
         self._append(fresh.entries(), batch[-1].id)
         return True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.eta import normalise_step_name
+from domain.progress import whole
 from domain.task import Task
 
 __all__ = ["normalise_step_name"]
@@ -77,21 +78,27 @@ class Merge:
 Op = Upsert | Insert | Merge
 
 
-@dataclass(frozen=True)
-class StepState:
-    """What a step looked like before an event, for models that record changes."""
+class StepState(NamedTuple):
+    """What a step looked like (status and whole percent), for models that record changes."""
 
     status: str
     percent: int
 
 
+def step_states(task: Task) -> tuple[StepState, ...]:
+    """Every step's state, in order."""
+    return tuple(StepState(str(s.status), whole(s.percent)) for s in task.steps)
+
+
 @dataclass(frozen=True)
 class Change:
-    """One event as a read model sees it: the event, the task after it, its position in the log."""
+    """One event as a read model sees it: the event, the task after it, its steps before (None for the
+    first event) and after it, its position in the log."""
 
     event: Any
     task: Task
     before: Sequence[StepState] | None
+    after: Sequence[StepState]
     position: int
 
     @property

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain.progress import iso, whole
-from projections.model import Change, Insert, Op, ReadModel, StepState, Table, Upsert, integer, text
+from domain.progress import iso
+from projections.model import Change, Insert, Op, ReadModel, Table, Upsert, integer, text
 
 TASK_PROGRESS = Table(
     "task_progress",
@@ -38,15 +38,15 @@ TASK_PROGRESS_CHANGES = Table(
 def handle(change: Change) -> list[Op]:
     ops: list[Op] = []
     task = change.task
-    for i, step in enumerate(task.steps):
-        now = StepState(str(step.status), whole(step.percent))
-        if change.before is not None and change.before[i] == now:
+    task_id = str(task.id)
+    for step, now, then in zip(task.steps, change.after, change.before or change.after, strict=True):
+        if change.before is not None and then == now:
             continue
         ops.append(
             Upsert(
                 TASK_PROGRESS,
                 {
-                    "task_id": str(task.id),
+                    "task_id": task_id,
                     "step": step.order,
                     "name": step.name,
                     "percent": now.percent,
@@ -61,7 +61,7 @@ def handle(change: Change) -> list[Op]:
                     TASK_PROGRESS_CHANGES,
                     {
                         "position": change.position,
-                        "task_id": str(task.id),
+                        "task_id": task_id,
                         "step": step.order,
                         "seq": task.version,
                         "event": change.kind,

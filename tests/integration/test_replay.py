@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from gateway.cli import cli
 from infra import replay
+from infra.projector import TaskCache
 from infra.runtime import Runtime
 from infra.settings import Settings
+from projections.model import step_states
 from projections.registry import MODELS
 from tests.integration.workload import run_workload
 
@@ -52,6 +54,32 @@ def test_rebuild_gives_byte_for_byte_the_live_tables(runtime: Runtime) -> None:
         applied = replay.rebuild(runtime.app, view)
         assert applied == runtime.app.head()
     assert raw_tables(runtime) == live
+
+
+@pytest.mark.parametrize("size", [1, 2_000])
+def test_task_cache_gives_each_step_state_before_and_after_an_event(runtime: Runtime, size: int) -> None:
+    """Whether a task comes from the cache (its states kept from the last event) or, with a one-task cache
+    and interleaved tasks, is loaded again, a Change's steps are those of the task just before and after."""
+    run_workload(runtime.service, tasks=4, seed=3)
+    app = runtime.app
+    cache = TaskCache(app, size=size)
+    seen = 0
+    for i, notification in enumerate(app.notifications(0, 10_000)):
+        event = app.mapper.to_domain_event(notification)
+        if i % 5 == 4:  # a consumer that does not ask for states (the tail) uses the same cache
+            task = cache.apply(event)
+            assert task.version == event.originator_version
+            continue
+        change = cache.advance(event, notification.id)
+        version = event.originator_version
+        assert change.after == step_states(app.task(event.originator_id, version))
+        if version == 1:
+            assert change.before is None
+        else:
+            assert change.before == step_states(app.task(event.originator_id, version - 1))
+            seen += change.before != change.after
+        assert change.position == notification.id
+    assert seen > 50
 
 
 def test_verify_reports_drift_and_nothing_else(runtime: Runtime, settings: Settings) -> None:

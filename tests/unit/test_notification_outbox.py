@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from domain.progress import progress_view, whole
+from domain.progress import progress_view
 from domain.task import StepPlan, Task
 from infra.notifyconfig import DEFAULT_EVENTS, NotifySettings, Preferences, decide
-from projections.model import Change, Insert, StepState
+from projections.model import Change, Insert, step_states
 from projections.notifications import CHANNELS, MODEL, notes_for, stall_rows, stalled_steps
 
 T0 = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
@@ -27,11 +27,9 @@ def replay(task: Task) -> Iterator[Change]:
     task in it is mutated in place, as in the projector's TaskCache)."""
     current: Any = None
     for position, event in enumerate(task.collect_events(), start=1):
-        before = (
-            None if current is None else [StepState(str(s.status), whole(s.percent)) for s in current.steps]
-        )
+        before = None if current is None else step_states(current)
         current = event.mutate(current)
-        yield Change(event, current, before, position)
+        yield Change(event, current, before, step_states(current), position)
 
 
 def crm() -> Task:
