@@ -84,6 +84,22 @@ class ProgressApp(Application[UUID]):
         self.notify(processing_event.events)  # deprecated by the library, still called by its save
         return recordings
 
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """A task whose save reached a snapshot version is snapshotted from the object just saved: the
+        library reloads it from the store (the last snapshot and up to SNAPSHOT_EVERY events) first. When
+        that version is not the saved object's last (several events in one save), the library does it."""
+        if self.snapshots is None:
+            return
+        for event in processing_event.events:
+            version = event.originator_version
+            if version % SNAPSHOT_EVERY:
+                continue
+            task = processing_event.aggregates.get(event.originator_id)
+            if type(task) is Task and task.version == version:
+                self.snapshots.put([Task.Snapshot.take(task)])
+            elif task is not None:
+                self.take_snapshot(event.originator_id, version, _project)
+
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         """Notifications with a position greater than `after`, in log order."""
         return self._guarded(

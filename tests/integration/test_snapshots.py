@@ -126,3 +126,52 @@ def test_commands_go_on_from_a_task_loaded_from_a_snapshot(settings: Settings) -
         assert fresh.task(task_id).seen_keys["once"][1] == first.version
     finally:
         fresh.close()
+
+
+def test_a_snapshot_is_taken_from_the_task_just_saved_unless_the_save_went_past_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library reloads the task from the store to snapshot it; a save whose last event is the snapshot
+    version snapshots the object it saved. A save that passes the version in the middle still gets its
+    snapshot at that version, by the library's reload."""
+    app = open_store(settings)
+    reloads: list[int | None] = []
+    library_take = app.take_snapshot
+
+    def take_snapshot(aggregate_id: UUID, version: int | None = None, projector_func: Any = None) -> None:
+        reloads.append(version)
+        library_take(aggregate_id, version, projector_func)
+
+    monkeypatch.setattr(app, "take_snapshot", take_snapshot)
+    try:
+        assert app.snapshots is not None
+        service = TaskService(app)
+        one = UUID(service.create_sync(OWNER, _new()).view["task_id"])
+        service.command_sync(one, OWNER, "start", {"order": 1})
+        while app.task(one).version < SNAPSHOT_EVERY:
+            service.command_sync(one, OWNER, "progress", {"order": 1, "percent": 40})
+        [snapshot] = app.snapshots.get(one)
+        assert snapshot.originator_version == SNAPSHOT_EVERY and reloads == []
+
+        other = service.load(UUID(service.create_sync(OWNER, _new()).view["task_id"]), OWNER)
+        other.start_step(1)
+        for i in range(SNAPSHOT_EVERY + 5):  # one save of 502 events, the 500th in the middle
+            other.report_progress(1, float(i % 100))
+        app.save(other)
+        assert reloads == [SNAPSHOT_EVERY]
+        [snapshot] = app.snapshots.get(other.id)
+        assert snapshot.originator_version == SNAPSHOT_EVERY
+
+        fresh = open_store(settings)  # nothing cached: both load from their snapshots
+        without = ProgressApp(env=replace(settings, snapshots=False).store_env())
+        try:
+            for task_id in (one, other.id):
+                assert state(fresh.task(task_id)) == state(without.task(task_id))
+                assert state(fresh.task(task_id, SNAPSHOT_EVERY)) == state(
+                    without.task(task_id, SNAPSHOT_EVERY)
+                )
+        finally:
+            fresh.close()
+            without.close()
+    finally:
+        app.close()
