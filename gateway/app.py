@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
 
 import structlog
 from starlette.applications import Starlette
@@ -89,8 +91,18 @@ def create_app(
                     "Events in the log not yet acknowledged by JetStream.",
                     lambda: [({}, float(publisher.lag))],
                 )
+
+            async def view(task_id: UUID, owner: str | None) -> dict[str, Any] | None:
+                return await runtime.service.read(lambda: runtime.read.progress(task_id, owner))
+
             nats_parts.append(
-                NatsCommands(runtime.service, settings, settle=runtime.settle, enrich=runtime.with_update_eta)
+                NatsCommands(
+                    runtime.service,
+                    settings,
+                    settle=runtime.settle,
+                    enrich=runtime.with_update_eta,
+                    view=view,
+                )
             )
             nats_parts.append(WakeListener(settings.nats_url, tail.wake))
             for part in nats_parts:

@@ -5,7 +5,8 @@ Subjects (queue group ``progressd``, so any number of gateways share the load):
 * ``<prefix>.commands.create`` with the body of ``POST /api/tasks``;
 * ``<prefix>.commands.<task_id>.<command>``: ``start progress substep complete fail skip retry approval
   approve reject`` take ``{"order": n, ...}`` (``substep`` also ``"n"``), ``pause resume cancel restart
-  log`` take the task command's body.
+  log`` take the task command's body;
+* ``<prefix>.queries.<task_id>.progress`` (empty body) answers what ``GET /api/tasks/<id>/progress`` does.
 
 NATS headers ``Idempotency-Key`` and ``If-Match`` mean what they mean over HTTP. The reply is JSON
 ``{"status", "headers", "body"}``: what the POST would answer (201/200 with the progress JSON, or 4xx/503
@@ -182,6 +183,7 @@ class NatsCommands:
         queue: str = QUEUE,
         settle: Callable[[int], Awaitable[bool]] | None = None,
         enrich: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        view: Callable[[UUID, str | None], Awaitable[dict[str, Any] | None]] | None = None,
         max_in_flight: int = 256,
     ) -> None:
         if settings.nats_url is None:
@@ -192,12 +194,14 @@ class NatsCommands:
         self.queue = queue
         self.settle = settle
         self.enrich = enrich  # adds what the HTTP answer adds (the time estimate)
+        self.view = view  # a task's progress JSON (with its estimate) or None; without it no queries
         self.link = NatsLink(settings.nats_url, "progressd-commands")
         self.handled = 0
         self._prefix = self.subjects.create.removesuffix("create")
+        self._queries = self.subjects.query("", "").removesuffix(".")
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -219,17 +223,19 @@ class NatsCommands:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._sub is not None and self.link.connected:
+        for sub in self._subs if self.link.connected else []:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 # nats-py leaves Subscription.drain unannotated.
-                await asyncio.wait_for(self._sub.drain(), grace)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(sub.drain(), grace)  # type: ignore[no-untyped-call]
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace)
         await self.link.close(grace)
 
     async def _subscribe(self) -> None:
         nc = await self.link.connect()
-        self._sub = await nc.subscribe(self.subjects.commands, queue=self.queue, cb=self._on_message)
+        subjects = [self.subjects.commands] + ([self.subjects.queries] if self.view is not None else [])
+        for subject in subjects:
+            self._subs.append(await nc.subscribe(subject, queue=self.queue, cb=self._on_message))
         await nc.flush()
         self._ready.set()
 
@@ -266,6 +272,8 @@ class NatsCommands:
             raise Problem(413, "body-too-large", f"request body is over {MAX_BODY} bytes")
         raw = data if data.strip() else b"{}"
         head = {k.lower(): v for k, v in headers.items()}
+        if subject.startswith(self._queries):
+            return await self._query(subject.removeprefix(self._queries).split("."))
         path = subject.removeprefix(self._prefix).split(".")
         if path == ["create"]:
             body = _DECODERS[CreateTaskIn].decode(raw)
@@ -289,6 +297,18 @@ class NatsCommands:
             args = msgspec.structs.asdict(command)
             outcome = await self.service.command(task_id, self.owner, name, args, key, if_match(head))
         return await self._answer(outcome)
+
+    async def _query(self, path: list[str]) -> Reply:
+        if self.view is None or len(path) != 2 or path[1] != "progress":
+            raise Problem(404, "not-found", f"no query subject {self._queries + '.'.join(path)!r}")
+        try:
+            task_id = UUID(path[0])
+        except ValueError:
+            raise Problem(404, "task-not-found", f"no task {path[0]}") from None
+        found = await self.view(task_id, self.owner)
+        if found is None:
+            raise Problem(404, "task-not-found", f"no task {task_id}")
+        return Reply(200, {"Content-Type": "application/json", "ETag": f'"{found["version"]}"'}, found)
 
     async def _answer(self, outcome: Outcome) -> Reply:
         headers = {

@@ -84,6 +84,13 @@ class Subjects:
     def command(self, task_id: str, name: str) -> str:
         return f"{self.prefix}.commands.{task_id}.{name}"
 
+    @property
+    def queries(self) -> str:
+        return f"{self.prefix}.queries.>"
+
+    def query(self, task_id: str, name: str) -> str:
+        return f"{self.prefix}.queries.{task_id}.{name}"
+
 
 def cloud_event(domain_event: Any, position: int) -> CloudEvent:
     """A Task event as a CloudEvents 1.0 event; its data is the event record plus its log position."""

@@ -52,12 +52,16 @@ def run(tmp_path: Path, nats_url: str, scenario: Callable[[Runtime, Ask, Subject
     subjects = Subjects(unique_name("p"))
 
     async def main() -> None:
+        async def view(task_id: UUID, owner: str | None) -> dict[str, Any] | None:
+            return await runtime.service.read(lambda: runtime.read.progress(task_id, owner))
+
         commands = NatsCommands(
             runtime.service,
             settings,
             subjects=subjects,
             settle=runtime.settle,
             enrich=runtime.with_update_eta,
+            view=view,
         )
         await commands.start()
         assert await commands.ready(10)
@@ -126,6 +130,30 @@ def test_commands_answer_what_the_http_post_would(tmp_path: Path, nats_url: str)
         assert done["body"]["expected"] == ["running"] and done["body"]["actual"] == "pending"
         paused = await ask(s.command(task_id, "pause"))
         assert paused["status"] == 200 and paused["body"]["status"] == "paused"
+
+    run(tmp_path, nats_url, scenario)
+
+
+def test_the_progress_query_answers_what_the_http_get_would(tmp_path: Path, nats_url: str) -> None:
+    async def scenario(rt: Runtime, ask: Ask, s: Subjects) -> None:
+        task_id = (await ask(s.create, CRM))["body"]["task_id"]
+        moved = await ask(s.command(task_id, "start"), {"order": 1})
+        got = await ask(s.query(task_id, "progress"))
+        assert got["status"] == 200 and got["headers"]["Content-Type"] == "application/json"
+        body = got["body"]
+        assert body["version"] == moved["body"]["version"] == 2 and got["headers"]["ETag"] == '"2"'
+        assert body["steps"][0]["status"] == "running" and "eta_seconds" in body
+        tid = UUID(task_id)
+        stored = await rt.service.read(lambda: rt.read.progress(tid, rt.settings.local_owner))
+        assert stored is not None and without_eta(body) == without_eta(stored)
+
+        missing = assert_problem(await ask(s.query(str(UUID(int=7)), "progress")), 404, "task-not-found")
+        assert missing["instance"] == s.query(str(UUID(int=7)), "progress")
+        assert_problem(await ask(s.query("not-a-uuid", "progress")), 404, "task-not-found")
+        assert_problem(await ask(s.query(task_id, "logs")), 404, "not-found")
+        assert_problem(await ask(f"{s.prefix}.queries.{task_id}"), 404, "not-found")
+        events = await rt.service.read(lambda: rt.app.task_events(tid))
+        assert [e["type"] for e in events] == ["Created", "StepStarted"]  # queries append nothing
 
     run(tmp_path, nats_url, scenario)
 
