@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from client.core import Options, StepSpec, TaskCore
-from client.effect import Flow, T
+from client.effect import AsyncRunner, Flow, T
 from client.http import USER_AGENT, AsyncDriver, Endpoint
 from client.retry import Stats
 
@@ -22,10 +22,19 @@ class AsyncTracker:
     ) -> None:
         self._own = client is None
         options = options or Options()
-        self._client = client or httpx.AsyncClient(
-            timeout=options.retry.timeout, headers={"User-Agent": USER_AGENT}
-        )
-        self._driver = AsyncDriver(self._client, endpoint)
+        self._client: httpx.AsyncClient | None = None
+        self._driver: AsyncRunner
+        if endpoint.nats:
+            if client is not None:
+                raise ValueError("an httpx client is for an HTTP URL, not for NATS")
+            from client.natsdriver import AsyncNatsDriver, NatsEndpoint
+
+            self._driver = self._nats = AsyncNatsDriver(NatsEndpoint.resolve(endpoint.url))
+        else:
+            self._client = client or httpx.AsyncClient(
+                timeout=options.retry.timeout, headers={"User-Agent": USER_AGENT}
+            )
+            self._driver = AsyncDriver(self._client, endpoint)
         self._core = TaskCore(options)
 
     @classmethod
@@ -113,7 +122,9 @@ class AsyncTracker:
         return await self._run(self._core.task_command("cancel", body))
 
     async def aclose(self) -> None:
-        if self._own:
+        if self._client is None:
+            await self._nats.aclose()
+        elif self._own:
             await self._client.aclose()
 
     async def __aenter__(self) -> AsyncTracker:

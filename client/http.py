@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from client.effect import Attempt, Effect, Flow, Outcome, Sleep, T
+from client.effect import AsyncRunner, Attempt, SyncRunner
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "progressd-client/0.1"
@@ -29,6 +29,11 @@ class Endpoint:
         chosen = url or os.environ.get("PROGRESSD_URL") or DEFAULT_URL
         return cls(chosen.rstrip("/"), token or os.environ.get("PROGRESSD_TOKEN") or None)
 
+    @property
+    def nats(self) -> bool:
+        """Whether the URL names a NATS server (nats:// or tls://): the calls then go over NATS."""
+        return self.url.startswith(("nats://", "tls://"))
+
     def headers(self, attempt: Attempt) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
@@ -38,46 +43,32 @@ class Endpoint:
         return headers
 
 
-class SyncDriver:
-    """Runs flows with blocking I/O."""
+class SyncDriver(SyncRunner):
+    """Performs a flow's requests with blocking I/O."""
 
     def __init__(
         self, client: httpx.Client, endpoint: Endpoint, sleep: Callable[[float], None] = time.sleep
     ) -> None:
+        super().__init__(sleep)
         self.client = client
         self.endpoint = endpoint
-        self.sleep = sleep
 
-    def run(self, flow: Flow[T]) -> T:
-        try:
-            effect = next(flow)
-            while True:
-                effect = flow.send(self._perform(effect))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        finally:
-            flow.close()
-
-    def _perform(self, effect: Effect) -> Outcome:
-        if isinstance(effect, Sleep):
-            self.sleep(effect.seconds)
-            return None
-        call = effect.call
+    def attempt(self, attempt: Attempt) -> httpx.Response | httpx.TransportError:
+        call = attempt.call
         try:
             return self.client.request(
                 call.method,
                 self.endpoint.url + call.path,
                 json=call.body,
-                headers=self.endpoint.headers(effect),
-                timeout=effect.timeout,
+                headers=self.endpoint.headers(attempt),
+                timeout=attempt.timeout,
             )
         except httpx.TransportError as exc:
             return exc
 
 
-class AsyncDriver:
-    """Runs flows on the event loop; nothing in it blocks."""
+class AsyncDriver(AsyncRunner):
+    """Performs a flow's requests on the event loop."""
 
     def __init__(
         self,
@@ -85,33 +76,19 @@ class AsyncDriver:
         endpoint: Endpoint,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        super().__init__(sleep)
         self.client = client
         self.endpoint = endpoint
-        self.sleep = sleep
 
-    async def run(self, flow: Flow[T]) -> T:
-        try:
-            effect = next(flow)
-            while True:
-                effect = flow.send(await self._perform(effect))
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        finally:
-            flow.close()
-
-    async def _perform(self, effect: Effect) -> Outcome:
-        if isinstance(effect, Sleep):
-            await self.sleep(effect.seconds)
-            return None
-        call = effect.call
+    async def attempt(self, attempt: Attempt) -> httpx.Response | httpx.TransportError:
+        call = attempt.call
         try:
             return await self.client.request(
                 call.method,
                 self.endpoint.url + call.path,
                 json=call.body,
-                headers=self.endpoint.headers(effect),
-                timeout=effect.timeout,
+                headers=self.endpoint.headers(attempt),
+                timeout=attempt.timeout,
             )
         except httpx.TransportError as exc:
             return exc

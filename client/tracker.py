@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from client.core import Options, StepSpec, TaskCore
-from client.effect import Flow, T
+from client.effect import Flow, SyncRunner, T
 from client.http import USER_AGENT, Endpoint, SyncDriver
 from client.retry import Stats
 
@@ -22,10 +22,19 @@ class Tracker:
     ) -> None:
         self._own = client is None
         options = options or Options()
-        self._client = client or httpx.Client(
-            timeout=options.retry.timeout, headers={"User-Agent": USER_AGENT}
-        )
-        self._driver = SyncDriver(self._client, endpoint)
+        self._client: httpx.Client | None = None
+        self._driver: SyncRunner
+        if endpoint.nats:
+            if client is not None:
+                raise ValueError("an httpx client is for an HTTP URL, not for NATS")
+            from client.natsdriver import NatsEndpoint, SyncNatsDriver
+
+            self._driver = self._nats = SyncNatsDriver(NatsEndpoint.resolve(endpoint.url))
+        else:
+            self._client = client or httpx.Client(
+                timeout=options.retry.timeout, headers={"User-Agent": USER_AGENT}
+            )
+            self._driver = SyncDriver(self._client, endpoint)
         self._core = TaskCore(options)
 
     @classmethod
@@ -116,7 +125,9 @@ class Tracker:
         return self._run(self._core.task_command("cancel", None if reason is None else {"reason": reason}))
 
     def close(self) -> None:
-        if self._own:
+        if self._client is None:
+            self._nats.close()
+        elif self._own:
             self._client.close()
 
     def __enter__(self) -> Tracker:

@@ -28,7 +28,7 @@ from gateway.ws import WS_ROUTES
 from infra.demo import DemoWorker
 from infra.natscmd import NatsCommands
 from infra.notifyconfig import NotifySettings
-from infra.relay import Relay
+from infra.relay import Relay, Subjects
 from infra.runtime import Runtime
 from infra.settings import Settings
 from infra.streams import Streams
@@ -104,7 +104,7 @@ def create_app(
                     view=view,
                 )
             )
-            nats_parts.append(WakeListener(settings.nats_url, tail.wake))
+            nats_parts.append(WakeListener(settings.nats_url, tail.wake, Subjects(settings.nats_prefix)))
             for part in nats_parts:
                 await part.start()
         demo_task: asyncio.Task[None] | None = None

@@ -190,7 +190,7 @@ class NatsCommands:
             raise ValueError("commands over NATS need Settings.nats_url (PROGRESSD_NATS_URL)")
         self.service = service
         self.owner = settings.local_owner
-        self.subjects = subjects or Subjects()
+        self.subjects = subjects or Subjects(settings.nats_prefix)
         self.queue = queue
         self.settle = settle
         self.enrich = enrich  # adds what the HTTP answer adds (the time estimate)

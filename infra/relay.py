@@ -62,6 +62,11 @@ class Subjects:
     prefix: str = "progress"
 
     @property
+    def stream(self) -> str:
+        """The JetStream stream of the events: PROGRESS for the default prefix."""
+        return self.prefix.replace(".", "_").upper()
+
+    @property
     def events(self) -> str:
         """The JetStream stream's subjects: task events only, never the command requests."""
         return f"{self.prefix}.tasks.>"
@@ -233,7 +238,7 @@ class Relay:
         settings: Settings,
         *,
         subjects: Subjects | None = None,
-        stream: str = STREAM,
+        stream: str | None = None,
         name: str = RELAY_NAME,
         batch: int = 256,
         ack_timeout: float = 5.0,
@@ -245,8 +250,8 @@ class Relay:
             raise ValueError("the NATS relay needs Settings.nats_url (PROGRESSD_NATS_URL)")
         self.app = app
         self.settings = settings
-        self.subjects = subjects or Subjects()
-        self.stream = stream
+        self.subjects = subjects or Subjects(settings.nats_prefix)
+        self.stream = stream or self.subjects.stream
         self.name = name
         self.batch = batch
         self.ack_timeout = ack_timeout

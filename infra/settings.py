@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ class Settings:
     data_dir: Path = Path("data")
     database_url: str | None = None
     nats_url: str | None = None
+    nats_prefix: str = "progress"  # every NATS subject's first tokens; the JetStream stream is named after it
     host: str = "127.0.0.1"
     port: int = 8000
     local_owner: str = "local"
@@ -47,6 +49,7 @@ class Settings:
                 data_dir=Path(get("DATA_DIR") or defaults.data_dir),
                 database_url=get("DATABASE_URL"),
                 nats_url=get("NATS_URL"),
+                nats_prefix=_subject_prefix(get("NATS_PREFIX") or defaults.nats_prefix),
                 host=get("HOST") or defaults.host,
                 port=int(get("PORT") or defaults.port),
                 local_owner=get("LOCAL_OWNER") or defaults.local_owner,
@@ -110,6 +113,13 @@ def _flag(name: str, raw: str | None, default: bool) -> bool:
     if raw.lower() in ("0", "n", "no", "off", "false"):
         return False
     raise ValueError(f"PROGRESSD_{name} must be on or off, not {raw!r}")
+
+
+def _subject_prefix(raw: str) -> str:
+    """NATS subject tokens separated by dots (letters, digits, - and _): no wildcards, no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", raw):
+        raise ValueError(f"PROGRESSD_NATS_PREFIX must be dot-separated letters, digits, - or _, not {raw!r}")
+    return raw
 
 
 def postgres_env(url: str) -> dict[str, str]:

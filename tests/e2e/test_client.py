@@ -26,6 +26,7 @@ from client import AsyncTracker, Cancelled, Options, ProgressdError, Rejected, R
 from client.cli import EXIT_CANCELLED, EXIT_OK, EXIT_REFUSED, report
 from infra.settings import Settings
 from infra.store import open_store
+from tests.conftest import unique_name
 from tests.e2e.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -83,19 +84,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
+@pytest.mark.parametrize("transport", ["http", pytest.param("nats", marks=pytest.mark.nats)])
 def test_a_worker_is_paused_resumed_survives_a_sigkill_and_is_cancelled(
-    tmp_path: Path, server_factory: type[ServerProcess]
+    tmp_path: Path, server_factory: type[ServerProcess], transport: str, request: pytest.FixtureRequest
 ) -> None:
-    server = server_factory(tmp_path)
+    """Over HTTP, and over NATS request/reply (the worker's URL is nats://; the gateway answers on the
+    subjects of its own prefix, and the killed gateway is 'no responders' until it is back)."""
+    env = {}
+    if transport == "nats":
+        nats_url = request.getfixturevalue("nats_url")
+        env = {"PROGRESSD_NATS_URL": nats_url, "PROGRESSD_NATS_PREFIX": unique_name("worker")}
+    server = server_factory(tmp_path, env=env)
     server.start()
     journal = tmp_path / "journal.jsonl"
     worker_log = tmp_path / "worker.log"
+    worker_url = env["PROGRESSD_NATS_URL"] if env else server.url
     with worker_log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.client_worker", server.url, str(journal)],
+            [sys.executable, "-m", "tests.e2e.client_worker", worker_url, str(journal)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
     try:
         tid = wait_for(lambda: phase(journal, "created"), "the worker to create its task")["task_id"]
@@ -391,7 +401,22 @@ def test_report_drives_a_task_from_the_shell_form(server: ServerProcess) -> None
     ]
 
 
-def test_the_asyncio_tracker_awaits_approval_and_rejection(server: ServerProcess) -> None:
+@pytest.mark.parametrize("transport", ["http", pytest.param("nats", marks=pytest.mark.nats)])
+def test_the_asyncio_tracker_awaits_approval_and_rejection(
+    transport: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """People decide over HTTP; the worker reports over HTTP or over NATS (its waits read the task's
+    progress with the progress query)."""
+    if transport == "nats":
+        nats_url = request.getfixturevalue("nats_url")
+        env = {"PROGRESSD_NATS_URL": nats_url, "PROGRESSD_NATS_PREFIX": unique_name("aio")}
+        server: ServerProcess = request.getfixturevalue("server_factory")(tmp_path, env=env)
+        server.start()
+        worker_url = nats_url
+        request.getfixturevalue("monkeypatch").setenv("PROGRESSD_NATS_PREFIX", env["PROGRESSD_NATS_PREFIX"])
+    else:
+        server = request.getfixturevalue("server")
+        worker_url = server.url
     options = Options(retry=RetryPolicy(deadline=10), poll_min=0.05, poll_max=0.2)
     steps: list[str | dict[str, Any]] = [
         "Create database tables",
@@ -412,7 +437,7 @@ def test_the_asyncio_tracker_awaits_approval_and_rejection(server: ServerProcess
 
     async def scenario() -> tuple[dict[str, Any], str | None]:
         async with await AsyncTracker.create(
-            "Release", steps=steps, url=server.url, options=options
+            "Release", steps=steps, url=worker_url, options=options
         ) as tracker:
             async with tracker.step(1) as step:
                 await step.progress(50)
