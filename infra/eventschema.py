@@ -125,7 +125,8 @@ def document() -> dict[str, Any]:
                 "duplicate_window_seconds": 600,
                 "note": (
                     f"Only {subjects.events}: a stream on {subjects.prefix}.> would also capture the "
-                    "command requests and answer them with PubAcks."
+                    "command requests and answer them with PubAcks. Every subject starts with the "
+                    "prefix PROGRESSD_NATS_PREFIX (default progress) and the stream is named after it."
                 ),
             },
             "channels": [
@@ -164,6 +165,13 @@ def document() -> dict[str, Any]:
                         "Idempotency-Key": "as over HTTP: a retried command applies once",
                         "If-Match": 'as over HTTP: "<version>", 412 if the task moved on',
                     },
+                },
+                {
+                    "subject": subjects.query("{task_id}", "progress"),
+                    "transport": f"core NATS request/reply, queue group {QUEUE}",
+                    "request": "empty",
+                    "reply": reply,
+                    "note": "the body GET /api/tasks/<task_id>/progress answers (with the time estimate)",
                 },
             ],
         },
