@@ -65,8 +65,14 @@ async def task_page(request: Request) -> Response:
     return _page("task.html")
 
 
+async def service_worker(request: Request) -> Response:
+    # Served from the root so that its scope is every page; revalidated like the pages' scripts.
+    return FileResponse(STATIC / "sw.js", media_type="text/javascript; charset=utf-8", headers=PAGE_HEADERS)
+
+
 PAGE_ROUTES: list[BaseRoute] = [
     Route("/", task_list, methods=["GET", "HEAD"]),
+    Route("/sw.js", service_worker, methods=["GET", "HEAD"]),
     Route("/tasks/{task_id}", task_page, methods=["GET", "HEAD"]),
     Mount("/static", app=RevalidatedFiles(directory=STATIC), name="static"),
 ]

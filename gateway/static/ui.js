@@ -147,13 +147,63 @@ export function setupNotifications() {
   button.addEventListener("click", async () => {
     const answer = await Notification.requestPermission();
     show();
-    toast(answer === "granted" ? "Notifications are on." : "Notifications are blocked for this site.", "info");
+    if (answer !== "granted") {
+      toast("Notifications are blocked for this site.", "info");
+      return;
+    }
+    const push = await enablePush();
+    toast(
+      push === true
+        ? "Notifications are on, also while no progressd page is open."
+        : `Notifications are on while a progressd page is open. ${push}`,
+      "info",
+    );
   });
+  if (Notification.permission === "granted") enablePush(); // keeps the server's copy of the subscription
+}
+
+// Set once this browser has a push subscription the server knows: the service worker shows the notices
+// then, and the page does not show them a second time.
+let pushActive = false;
+
+function keyBytes(base64url) {
+  const text = atob(base64url.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(text, (c) => c.charCodeAt(0));
+}
+
+/**
+ * Register the service worker, subscribe this browser to Web Push with the server's VAPID key and send the
+ * subscription to the server. True when done; else why not, as a sentence (the page's own notifications
+ * still work while it is open).
+ */
+export async function enablePush() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window) || !window.isSecureContext) {
+    return "This browser cannot receive push messages here (it needs HTTPS or localhost).";
+  }
+  try {
+    const registration = await navigator.serviceWorker.register("/sw.js");
+    await navigator.serviceWorker.ready;
+    const { vapid_public_key: key } = await api("/api/push-subscriptions");
+    let subscription = await registration.pushManager.getSubscription();
+    if (!subscription) {
+      subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: keyBytes(key),
+      });
+    }
+    await api("/api/push-subscriptions", { method: "POST", body: subscription.toJSON() });
+    pushActive = true;
+    document.body.dataset.push = "on";
+    return true;
+  } catch (error) {
+    document.body.dataset.push = "off";
+    return `Push messages could not be set up: ${error instanceof Error ? error.message : error}`;
+  }
 }
 
 /** A desktop notification for the moments the spec names, whether or not this tab is in view. */
 export function notifyFor(m, view) {
-  if (!view || !("Notification" in window) || Notification.permission !== "granted") return;
+  if (pushActive || !view || !("Notification" in window) || Notification.permission !== "granted") return;
   let title;
   let body = view.title;
   switch (m.type) {

@@ -15,6 +15,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.pages import PAGE_ROUTES
+from infra.notifyconfig import NotifySettings
 from infra.settings import Settings
 from tests.e2e.conftest import ServerProcess
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true")
     args = parser.parse_args()
     settings = Settings.from_env().with_overrides(port=args.port)
-    app = create_app(settings, demo=args.demo)
+    app = create_app(settings, demo=args.demo, notify=NotifySettings.from_env(settings=settings))
     if not any(getattr(route, "path", None) == "/" for route in app.routes):
         app.router.routes.extend(PAGE_ROUTES)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")

@@ -5,20 +5,26 @@ Each state is saved as a screenshot, /tmp/progressd-<state>.png, to look at.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import http_ece  # type: ignore[import-untyped]
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.e2e.debian import CHROMIUM, CHROMIUM_ARGS, ensure_package
 from tests.e2e.page_server import PageServer
+from tests.integration.notify_kit import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -105,12 +111,21 @@ def context(browser: Browser, server: PageServer) -> Iterator[BrowserContext]:
     ctx.close()
 
 
+def _incognito(text: str) -> bool:
+    # A test's browser context is an incognito one, where Chromium itself logs that it has no Push API when
+    # the page tries to subscribe (the page then keeps its own notifications): not an error of the page.
+    return "does not support the Push API in incognito mode" in text
+
+
 def open_page(context: BrowserContext, path: str) -> tuple[Page, list[str]]:
     """A page at path, and the list it adds browser errors to (script errors, CSP violations)."""
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if msg.type == "error" and not _incognito(msg.text) else None,
+    )
     page.goto(path)
     expect(page.locator("#conn")).to_have_text("Live")
     return page, errors
@@ -463,3 +478,132 @@ def test_with_api_tokens_the_page_asks_for_one_and_keeps_it(browser: Browser, tm
         context.close()
     finally:
         server.stop()
+
+
+# The push service (FCM, autopush…) is the one part not run here: a headless browser cannot reach one.
+# subscribe() hands out the test's receiver as the endpoint, with a real P-256 key pair and auth secret
+# made in the page (which keeps the private key for the test); everything else is the real thing.
+PUSH_SERVICE_STUB = """
+window.__push = null;
+PushManager.prototype.getSubscription = async function () { return window.__push?.subscription ?? null; };
+PushManager.prototype.subscribe = async function (options) {
+  const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const auth = crypto.getRandomValues(new Uint8Array(16));
+  const b64 = (bytes) =>
+    btoa(String.fromCharCode(...bytes)).replace(/[+]/g, "-").replace(/[/]/g, "_").replace(/=+$/, "");
+  const keys = { p256dh: b64(raw), auth: b64(auth) };
+  const json = { endpoint: "%(endpoint)s", expirationTime: null, keys };
+  const subscription = { endpoint: json.endpoint, toJSON: () => json, unsubscribe: async () => true };
+  window.__push = {
+    subscription,
+    jwk: await crypto.subtle.exportKey("jwk", pair.privateKey),
+    auth: b64(auth),
+    serverKey: b64(new Uint8Array(options.applicationServerKey)),
+    userVisibleOnly: options.userVisibleOnly,
+  };
+  return subscription;
+};
+"""
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Browser, tmp_path: Path) -> None:
+    """The page registers /sw.js, subscribes with the server's VAPID key and posts the subscription; the
+    server encrypts real Web Push messages to it; delivered to the service worker (Chromium's DevTools
+    push), they become the notifications, one per task and kind, with no page notice doubling them."""
+    receiver = Receiver().start()
+    server = PageServer(tmp_path, env={"PROGRESSD_PUSH_ALLOW_HTTP": "1", "PROGRESSD_NOTIFY_POLL": "0.05"})
+    server.start()
+    context = browser.new_context(base_url=server.url, reduced_motion="reduce")
+    try:
+        sw = httpx.get(f"{server.url}/sw.js")
+        assert sw.status_code == 200 and sw.headers["content-type"].startswith("text/javascript")
+        assert "script-src 'self'" in sw.headers["content-security-policy"]
+        with httpx.Client(base_url=server.url, timeout=15) as api:
+            plan = {"title": "Release", "steps": [{"name": "Deploy", "requires_approval": True}]}
+            tid = post(api, "/api/tasks", plan)["task_id"]
+            endpoint = f"{receiver.url}/push/this-browser"
+            context.grant_permissions(["notifications"], origin=server.url)
+            context.add_init_script(PUSH_SERVICE_STUB % {"endpoint": endpoint})
+            # Records the page's own notices (none are expected once push is on).
+            context.add_init_script(
+                "window.__pageNotes = []; const Real = window.Notification; window.Notification = class "
+                "extends Real { constructor(t, o) { super(t, o); window.__pageNotes.push(t); } };"
+            )
+            page, errors = open_page(context, f"/tasks/{tid}")
+            expect(page.locator("body")).to_have_attribute("data-push", "on")  # permission granted earlier
+            expect(page.get_by_role("button", name="Enable notifications")).to_be_hidden()
+            pushed = page.evaluate("window.__push")
+            server_key = api.get("/api/push-subscriptions").json()
+            assert pushed["serverKey"] == server_key["vapid_public_key"] and pushed["userVisibleOnly"] is True
+            assert [s["endpoint"] for s in server_key["subscriptions"]] == [endpoint]
+
+            cdp = context.new_cdp_session(page)
+            registrations: list[dict[str, Any]] = []
+            cdp.on(
+                "ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"])
+            )
+            cdp.send("ServiceWorker.enable")
+            scope = f"{server.url}/"
+            wait_for_value(
+                page, lambda: [r for r in registrations if r["scopeURL"] == scope], "the service worker"
+            )
+            registration = next(r for r in registrations if r["scopeURL"] == scope)["registrationId"]
+
+            key = ec.derive_private_key(int.from_bytes(_unb64(pushed["jwk"]["d"]), "big"), ec.SECP256R1())
+            post(api, f"/api/tasks/{tid}/steps/1/start")  # approval needed: pushed by default
+            post(api, f"/api/tasks/{tid}/steps/1/approve", {"comment": "go"})
+            post(api, f"/api/tasks/{tid}/steps/1/complete", {"result": "v2 live"})  # task complete
+            wait_for_value(page, lambda: len(receiver.on("/push/this-browser")) >= 2, "two pushes")
+            payloads = {}
+            for request in receiver.on("/push/this-browser"):
+                assert request.headers["content-encoding"] == "aes128gcm"
+                assert request.headers["authorization"].startswith("vapid t=")
+                plain = http_ece.decrypt(request.body, private_key=key, auth_secret=_unb64(pushed["auth"]))
+                data = json.loads(plain)
+                payloads[data["kind"]] = data
+                cdp.send(
+                    "ServiceWorker.deliverPushMessage",
+                    {"origin": server.url, "registrationId": registration, "data": plain.decode()},
+                )
+            assert sorted(payloads) == ["approval_needed", "task_complete"]
+            assert payloads["approval_needed"]["title"].startswith("⚠️ Approval required for Step 1")
+            listed = (
+                "async () => (await (await navigator.serviceWorker.ready).getNotifications())"
+                ".map(n => ({title: n.title, body: n.body, tag: n.tag, url: n.data.url}))"
+            )
+
+            def two_shown() -> list[dict[str, Any]] | None:
+                found: list[dict[str, Any]] = page.evaluate(listed)
+                return found if len(found) == 2 else None
+
+            shown = wait_for_value(page, two_shown, "two notifications from the service worker")
+            by_tag = {n["tag"]: n for n in shown}
+            assert set(by_tag) == {f"{tid}:approval_needed", f"{tid}:task_complete"}
+            for kind, data in payloads.items():
+                assert (by_tag[f"{tid}:{kind}"]["title"], by_tag[f"{tid}:{kind}"]["body"]) == (
+                    data["title"],
+                    data["body"],
+                )
+            assert all(n["url"] == f"{server.url}/tasks/{tid}" for n in shown)
+            assert page.evaluate("window.__pageNotes") == []  # the page left the notices to push
+            assert errors == []
+    finally:
+        context.close()
+        server.stop()
+        receiver.stop()
+
+
+def wait_for_value(page: Page, probe: Any, what: str, timeout: float = 15.0) -> Any:
+    """Poll until `probe` returns something truthy, letting Playwright dispatch events meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for {what}")
