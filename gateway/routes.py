@@ -170,7 +170,7 @@ async def get_progress(request: Request) -> Response:
             seq, event_position = found
             then = {**rt.service.view_sync(tid, owner, seq), "position": event_position}
             moment = datetime.fromisoformat((at or then["updated_at"]).replace("Z", "+00:00"))
-            return rt.read.with_eta(then, moment)
+            return rt.read.with_eta_then(then, moment, event_position)
 
         return json_response(await rt.service.read(travel))
     wait = int_param(request, "min_position", 0, 0, 2**62)

@@ -16,6 +16,7 @@ from uuid import UUID
 from domain.eta import History, eta_fields, history_from_rows
 from infra.views import ViewRecorder
 from projections.model import Row
+from projections.step_stats import stats_from_samples
 
 ESTIMATES_KEPT = 4096
 HISTORY_RECHECK = 1.0  # seconds
@@ -93,6 +94,19 @@ class ReadSide:
         if "step_stats" not in self.views:
             return view
         return {**view, **eta_fields(view, self.eta_history(), now or datetime.now(UTC))}
+
+    def with_eta_then(self, view: dict[str, Any], now: datetime, position: int) -> dict[str, Any]:
+        """The view with the estimate it had at a log position: the history as step_stats stood right after
+        that position, the clock at `now` (time travel). Reads every step sample up to there."""
+        if "step_stats" not in self.views:
+            return view
+        samples = self._q(
+            "step_stats",
+            "SELECT step_key, complexity, duration_ms FROM step_samples WHERE position <= :position "
+            "ORDER BY position",
+            {"position": position},
+        )
+        return {**view, **eta_fields(view, history_from_rows(stats_from_samples(samples)), now)}
 
     def eta_as_of_update(self, view: dict[str, Any]) -> dict[str, Any]:
         """A view's estimate members as of its own updated_at: what its live update and the answer to the

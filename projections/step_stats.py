@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import deque
+from collections.abc import Iterable
 from functools import partial
 
 from domain.progress import iso
@@ -57,14 +59,39 @@ STEP_STATS = Table(
 def add_sample(row: Row | None, key: Row, duration_ms: int) -> Row:
     """The stats row after one more sample; percentiles over the last RECENT samples."""
     count = (row["count"] if row else 0) + 1
-    mean = (row["mean_ms"] if row else 0.0) + (duration_ms - (row["mean_ms"] if row else 0.0)) / count
+    mean = _mean(row["mean_ms"] if row else 0.0, count, duration_ms)
     recent = [*(json.loads(row["recent"]) if row else []), duration_ms][-RECENT:]
+    return _stats_row(key, count, mean, recent)
+
+
+def stats_from_samples(samples: Iterable[Row]) -> list[Row]:
+    """The step_stats rows the table held right after the last of these step_samples rows (given in log
+    order): the same fold as add_sample, for the history as it stood at an earlier position."""
+    groups: dict[tuple[str, str], tuple[int, float, deque[int]]] = {}
+    for sample in samples:
+        duration = int(sample["duration_ms"])
+        for group in (str(sample["complexity"]), "any"):
+            ident = (str(sample["step_key"]), group)
+            count, mean, recent = groups.get(ident) or (0, 0.0, deque(maxlen=RECENT))
+            recent.append(duration)
+            groups[ident] = (count + 1, _mean(mean, count + 1, duration), recent)
+    return [
+        _stats_row({"step_key": step_key, "complexity": group}, count, mean, list(recent))
+        for (step_key, group), (count, mean, recent) in groups.items()
+    ]
+
+
+def _mean(mean: float, count: int, duration_ms: int) -> float:
+    return round(mean + (duration_ms - mean) / count, 3)
+
+
+def _stats_row(key: Row, count: int, mean: float, recent: list[int]) -> Row:
     ordered = sorted(recent)
     p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
     return {
         **key,
         "count": count,
-        "mean_ms": round(mean, 3),
+        "mean_ms": mean,
         "median_ms": float(statistics.median(ordered)),
         "p90_ms": float(p90),
         "recent": json.dumps(recent),
