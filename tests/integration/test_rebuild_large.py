@@ -7,40 +7,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from domain.task import StepPlan, Task
+from bench.replay import write_log  # the benchmark's log: about 65 events per task
 from gateway.cli import cli
 from infra.runtime import Runtime
 from infra.settings import Settings
-from infra.store import ProgressApp
 
 pytestmark = pytest.mark.slow
-
-
-def write_log(app: ProgressApp, events: int) -> int:
-    """Save whole task histories (about 65 events each) until the log holds `events` events."""
-    i = 0
-    plan = [
-        StepPlan("Create database tables", substeps=("a", "b")),
-        StepPlan("Generate UI"),
-        StepPlan("Workflows"),
-    ]
-    while app.head() < events:
-        task = Task.plan(f"task {i}", "local", plan, tables=i % 8 + 1)
-        for order in (1, 2, 3):
-            task.start_step(order)
-            for percent in range(5, 100, 5):
-                task.report_progress(order, percent)
-            if order == 1:
-                task.complete_substep(1, 1)
-                task.complete_substep(1, 2)
-            task.log("info", f"step {order} done", order)
-            if i % 7 == 0 and order == 2:
-                task.fail_step(order, "flaky")
-                task.retry_step(order)
-            task.complete_step(order)
-        app.save(task)
-        i += 1
-    return app.head()
 
 
 def tables(rt: Runtime) -> dict[str, list[dict[str, object]]]:
