@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -513,3 +514,12 @@ class Subscribers:
                 proc.wait()
         for path in self.outs:
             path.unlink(missing_ok=True)
+
+
+def quick_main(name: str, doc: str | None, run: Callable[..., object], quick_help: str) -> None:
+    """A benchmark module's command line, `python -m bench.<name> [--quick]`: parse it and run."""
+    prog = f"python -m bench.{name}"
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or name).splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    quick = bool(parser.parse_args().quick)
+    run(quick, command=prog + (" --quick" if quick else ""))

@@ -14,7 +14,6 @@ its snapshot.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import urllib.request
@@ -29,6 +28,7 @@ from bench.common import (
     check,
     gateway,
     http_json,
+    quick_main,
     raise_nofile,
     rate,
     rss,
@@ -212,10 +212,7 @@ def run(quick: bool = False, command: str = "python -m bench.fanout") -> list[Ta
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer messages, about 40 s")
-    args = parser.parse_args()
-    run(args.quick, command="python -m bench.fanout" + (" --quick" if args.quick else ""))
+    quick_main("fanout", __doc__, run, "fewer messages, about 40 s")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 import time
 import uuid
@@ -31,6 +30,7 @@ from bench.common import (
     ms,
     pct,
     postgres,
+    quick_main,
     rate,
     scratch,
     times,
@@ -393,10 +393,7 @@ def run(quick: bool = False, pg: Any = None, command: str = "python -m bench.ing
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
-    args = parser.parse_args()
-    run(args.quick, command="python -m bench.ingest" + (" --quick" if args.quick else ""))
+    quick_main("ingest", __doc__, run, "smaller sizes, about a minute")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ one PostgreSQL with NATS: POSTs go to A (projections, relay), subscribers are on
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -31,6 +30,7 @@ from bench.common import (
     nats,
     pct,
     postgres,
+    quick_main,
     raise_nofile,
     scratch,
     section,
@@ -195,10 +195,7 @@ def run(quick: bool = False, pg: Any = None, nats_server: Any = None, command: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 s per row instead of 10")
-    args = parser.parse_args()
-    run(args.quick)
+    quick_main("latency", __doc__, run, "2 s per row instead of 10")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ configuration. Each run uses its own stream and subject prefix.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 import uuid
@@ -25,6 +24,7 @@ from bench.common import (
     fresh_database,
     nats,
     postgres,
+    quick_main,
     rate,
     scratch,
     section,
@@ -142,10 +142,7 @@ def run(quick: bool = False, pg: Any = None, nats_server: Any = None, command: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller logs")
-    args = parser.parse_args()
-    run(args.quick)
+    quick_main("relay", __doc__, run, "smaller logs")
 
 
 if __name__ == "__main__":

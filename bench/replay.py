@@ -16,7 +16,6 @@ task's latest snapshot (the store takes one every 500 events) plus the events af
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import statistics
@@ -31,6 +30,7 @@ from bench.common import (
     fresh_database,
     ms,
     postgres,
+    quick_main,
     rate,
     scratch,
     section,
@@ -310,10 +310,7 @@ def run(quick: bool = False, pg: Any = None, command: str = "") -> list[Table]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller logs")
-    args = parser.parse_args()
-    run(args.quick)
+    quick_main("replay", __doc__, run, "smaller logs")
 
 
 if __name__ == "__main__":
