@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from infra.settings import Settings
 from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert
@@ -107,15 +108,23 @@ class _ViewMixin:
 
     def apply(self, ops: Sequence[Op], tracking: Tracking) -> None:
         """Write the rows and the tracking record in one transaction: both or neither."""
-        with self._cursor(commit=True) as c, pipelined(c, self.dialect):
-            self._write(c, ops)
-            self._insert_tracking(c, tracking)
+        with self._cursor(commit=True) as c:
+            copies: list[Copy] = []
+            with pipelined(c, self.dialect):
+                self._write(c, ops, copies)
+                self._insert_tracking(c, tracking)
+            copy_rows(c, copies)
 
-    def _write(self, c: Cursor, ops: Sequence[Op]) -> None:
+    def _write(self, c: Cursor, ops: Sequence[Op], copies: list[Copy]) -> None:
         """A batch's ops, table by table in their order. Rows that follow one another into the same statement
         go in one executemany; a row upserted again later in the batch (same key and columns, no Merge in
-        between) is written once, with its last value. Tables do not depend on one another."""
+        between) is written once, with its last value. Tables do not depend on one another. On PostgreSQL, a
+        table that only gets many new rows gets them by COPY, added to `copies` for after the pipeline (COPY
+        cannot run in one), in the same transaction."""
         for table_ops in _by_table(ops).values():
+            if self.dialect == "postgres" and (copy := _copy_of(table_ops)) is not None:
+                copies.append(copy)
+                continue
             statement: Any = None
             rows: list[Row] = []
             for op in _last_upserts(table_ops):
@@ -254,11 +263,48 @@ def apply_together(items: Sequence[tuple[ViewRecorder, Sequence[Op], Tracking]])
     only for views that `shared_database` says share one database."""
     first = items[0][0]
     assert isinstance(first, _ViewMixin)
-    with first._cursor(commit=True) as c, pipelined(c, first.dialect):
-        for view, ops, tracking in items:
-            assert isinstance(view, _ViewMixin)
-            view._write(c, ops)
-            view._insert_tracking(c, tracking)
+    with first._cursor(commit=True) as c:
+        copies: list[Copy] = []
+        with pipelined(c, first.dialect):
+            for view, ops, tracking in items:
+                assert isinstance(view, _ViewMixin)
+                view._write(c, ops, copies)
+                view._insert_tracking(c, tracking)
+        copy_rows(c, copies)
+
+
+COPY_FROM = 16  # rows: below this, the pipelined INSERTs cost less than starting a COPY
+
+
+@dataclass(frozen=True)
+class Copy:
+    """New rows for one table, all with the same columns, to be written with COPY."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def _copy_of(ops: list[Op]) -> Copy | None:
+    """One table's ops as a COPY, when they are all Inserts of the same columns and there are enough."""
+    inserts = [op for op in ops if isinstance(op, Insert)]
+    if len(ops) < COPY_FROM or len(inserts) < len(ops):
+        return None
+    columns = tuple(inserts[0].row)
+    if any(tuple(op.row) != columns for op in inserts):
+        return None
+    return Copy(inserts[0].table.name, columns, [tuple(op.row.values()) for op in inserts])
+
+
+def copy_rows(c: Any, copies: Sequence[Copy]) -> None:
+    """Write each Copy with COPY … FROM STDIN: a duplicate key fails the transaction, as an INSERT would."""
+    for copy in copies:
+        statement = SQL("COPY {} ({}) FROM STDIN").format(
+            Identifier(copy.table), SQL(", ").join(Identifier(col) for col in copy.columns)
+        )
+        with c.copy(statement) as stream:
+            for row in copy.rows:
+                stream.write_row(row)
 
 
 def open_datastore(settings: Settings, name: str, pool_size: int = 2) -> SQLiteDatastore | PostgresDatastore:

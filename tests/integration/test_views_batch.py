@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.settings import Settings
-from infra.views import ViewRecorder, open_view
+from infra.views import COPY_FROM, Copy, ViewRecorder, copy_rows, open_view
 from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert, integer, text
 
 KEYS = ("a", "b", "c")
@@ -109,7 +109,33 @@ def test_repeated_upserts_of_a_row_are_written_once(views: tuple[ViewRecorder, V
             statements.append((str(sql), len(params_seq)))
             return self.c.executemany(sql, params_seq)
 
+    copies: list[Copy] = []
     with view._cursor(commit=True) as c:  # type: ignore[attr-defined]
-        view._write(Spy(c), ops)  # type: ignore[attr-defined]
-    assert [n for _, n in statements] == [1, 50]  # the last upsert, then every insert in one executemany
+        view._write(Spy(c), ops, copies)  # type: ignore[attr-defined]
+        copy_rows(c, copies)
+    if view.dialect == "postgres":  # the last upsert, then the 50 new rows by COPY
+        assert [n for _, n in statements] == [1] and [len(copy.rows) for copy in copies] == [50]
+    else:  # the last upsert, then every insert in one executemany
+        assert [n for _, n in statements] == [1, 50] and copies == []
     assert rows(view)["state"] == [{"k": "a", "n": 99, "note": "x"}]
+    assert rows(view)["log"] == [{"i": i, "k": "a"} for i in range(50)]
+
+
+def test_many_new_rows_are_written_whole_or_not_at_all(views: tuple[ViewRecorder, ViewRecorder]) -> None:
+    """Enough inserts into one table go by COPY on PostgreSQL: odd text, NULLs and all arrive as given, and a
+    key already there fails the whole batch, rows and tracking, as an INSERT does."""
+    view, _ = views
+    state, log = view.model.tables
+    assert COPY_FROM <= 40
+    odd = ["tab\there", "new\nline", "back\\slash", "ünïcødé ✓", "\\N", "", None, 'comma, "quoted"']
+    ops: list[Op] = [Insert(log, {"i": i, "k": odd[i % len(odd)]}) for i in range(40)]
+    ops.append(Upsert(state, {"k": "a", "n": 1, "note": None}))
+    view.apply(ops, Tracking(view.model.name, 7))
+    assert rows(view)["log"] == [{"i": i, "k": odd[i % len(odd)]} for i in range(40)]
+    assert view.max_tracking_id(view.model.name) == 7
+    clash = [Insert(log, {"i": 100 + i, "k": "x"}) for i in range(39)] + [Insert(log, {"i": 3, "k": "again"})]
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        view.apply([*clash, Upsert(state, {"k": "b", "n": 2, "note": "no"})], Tracking(view.model.name, 8))
+    assert rows(view)["log"] == [{"i": i, "k": odd[i % len(odd)]} for i in range(40)]
+    assert rows(view)["state"] == [{"k": "a", "n": 1, "note": None}]
+    assert view.max_tracking_id(view.model.name) == 7
