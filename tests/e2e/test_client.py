@@ -364,6 +364,22 @@ def test_run_still_runs_the_command_when_the_server_is_unreachable() -> None:
     assert "not reporting this run" in done.stderr
 
 
+@pytest.mark.parametrize("transport", ["http", "nats"])
+def test_an_unreachable_server_gives_up_with_unavailable_at_the_deadline(transport: str) -> None:
+    """Nothing listens: the first connection fails (over NATS too, whose client would otherwise keep trying
+    forever), each attempt is retried, and the call ends with Unavailable once the deadline has passed."""
+    from client import Unavailable
+    from tests.e2e.conftest import free_port
+
+    url = f"{transport}://127.0.0.1:{free_port()}"
+    options = Options(retry=RetryPolicy(deadline=1.5, timeout=0.5, base=0.05, cap=0.2))
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="gave up after") as raised:
+        Tracker.create("nobody home", steps=["one"], url=url, options=options)
+    assert 1.0 <= time.monotonic() - started < 10
+    assert raised.value.status == 503
+
+
 def test_report_drives_a_task_from_the_shell_form(server: ServerProcess) -> None:
     created = httpx.post(
         f"{server.url}/api/tasks",
