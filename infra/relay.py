@@ -240,7 +240,7 @@ class Relay:
         subjects: Subjects | None = None,
         stream: str | None = None,
         name: str = RELAY_NAME,
-        batch: int = 256,
+        batch: int = 1024,
         ack_timeout: float = 5.0,
         poll: float = 0.5,
         duplicate_window: float = 600.0,
