@@ -74,7 +74,7 @@ def create_app(
         runtime.start()
         tail = LogTail(runtime.app, eta=runtime.read.eta_as_of_update)
         tail.start(asyncio.get_running_loop())
-        runtime.service.on_saved(tail.wake)
+        runtime.service.on_recorded(tail.offer)  # the events themselves: no read back from the store
         app.state.runtime = runtime
         app.state.tail = tail
         app.state.streams = Streams(runtime, tail)

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 import structlog
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import IntegrityError, OperationalError, Recording
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 
 from domain.errors import DomainError, InvalidValue
@@ -133,6 +133,7 @@ class TaskService:
         self._writer = GroupWriter(self)
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="progressd-reader")
         self._listeners: list[Callable[[int], None]] = []
+        self._recorded: list[Callable[[Sequence[Recording[UUID]]], None]] = []
         self._lock = threading.Lock()
         # Tasks as this process last saved them. A command takes its task out (so nothing else changes it
         # meanwhile) and puts it back once saved: no reload, no copy. Another process's write shows up as a
@@ -143,6 +144,18 @@ class TaskService:
     def on_saved(self, listener: Callable[[int], None]) -> None:
         """Call `listener(position)` after every save (wake projections and streams)."""
         self._listeners.append(listener)
+
+    def on_recorded(self, listener: Callable[[Sequence[Recording[UUID]]], None]) -> None:
+        """Call `listener(recordings)` with the events of every save and their log positions, before the
+        `on_saved` listeners (the log tail takes them from here instead of reading them back)."""
+        self._recorded.append(listener)
+
+    def _committed(self, recordings: Sequence[Recording[UUID]], position: int) -> None:
+        if recordings:
+            for hand in self._recorded:
+                hand(recordings)
+        for listener in self._listeners:
+            listener(position)
 
     def close(self) -> None:
         self._writer.close()
@@ -338,8 +351,7 @@ class TaskService:
         self.metrics.events.inc(len(recordings))
         self.metrics.commits.inc()
         position = recordings[-1].notification.id if recordings else self.app.head()
-        for listener in self._listeners:
-            listener(position)
+        self._committed(recordings, position)
         return position
 
     @staticmethod
@@ -491,8 +503,7 @@ class GroupWriter:
         service.metrics.events.inc(len(recordings))
         if recordings:
             service.metrics.commits.inc()
-        for listener in service._listeners:
-            listener(head)
+        service._committed(recordings, head)
         for future, task, view, replayed in applied:
             position = head if replayed else positions.get((task.id, view["version"]), head)
             future.set_result(Outcome({**view, "position": position}, view["version"], position, replayed))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import structlog
+from eventsourcing.persistence import Recording
 
 from domain.progress import progress_view
 from domain.task import Task
@@ -33,6 +34,8 @@ ETA_FIELDS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confide
 _ENCODING = threading.Lock()
 EVERYONE = "*"  # an all-tasks stream that sees every owner's tasks
 QUIET = 15.0  # seconds: how often waiting streams wake up when nothing happens (to look at the store)
+BATCH = 500  # events read (or taken from the writer) at a time
+OFFERED = 20_000  # committed events kept for the tail at most (more: it reads the store)
 
 
 class Entry:
@@ -171,6 +174,10 @@ def _seq(entry: Entry) -> int:
     return entry.seq
 
 
+def _first(item: tuple[int, Any]) -> int:
+    return item[0]
+
+
 class LogTail:
     """Follows the log on a thread; keeps the last `window` events and up to `per_task` per task."""
 
@@ -198,6 +205,11 @@ class LogTail:
         self.first = 0  # entries with position > first are all in memory (until trimmed)
         self.position = 0
         self._cache = TaskCache(app)
+        # Events this process's writer just committed, by position: the tail takes them from here when they
+        # follow on from its position, instead of reading them back from the store.
+        self._offered: deque[tuple[int, Any]] = deque(maxlen=OFFERED)
+        self._offered_lock = threading.Lock()
+        self._hinted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -225,32 +237,69 @@ class LogTail:
             self._thread.join(timeout=10)
 
     def wake(self, _position: int = 0) -> None:
-        """A hint that the log grew (from this process's writer, or another gateway via NATS)."""
+        """A hint that the log grew (another gateway via NATS, another writer): the tail reads the store."""
+        self._hinted = True
         self._wake.set()
 
+    def offer(self, recordings: Sequence[Recording[Any]]) -> None:
+        """Events this process just committed, with their positions (from the writer thread)."""
+        with self._offered_lock:
+            self._offered.extend((r.notification.id, r.domain_event) for r in recordings)
+        self._wake.set()
+
+    def _take_offered(self) -> list[tuple[int, Any]]:
+        """The offered events that directly follow the tail's position (none if there is a gap: another
+        writer's events come between, and only the store has them); older ones are dropped."""
+        taken: list[tuple[int, Any]] = []
+        with self._offered_lock:
+            if not self._offered:
+                return taken
+            ordered = sorted(self._offered, key=_first)
+            self._offered.clear()
+            expected = self.position + 1
+            for i, (position, event) in enumerate(ordered):
+                if position < expected:
+                    continue
+                if position > expected or len(taken) >= BATCH:
+                    self._offered.extend(ordered[i:])  # kept for when the tail has read up to them
+                    break
+                taken.append((position, event))
+                expected += 1
+        return taken
+
     def _run(self) -> None:
+        read = True  # look at the store: at the start, after each poll interval and on every hint
         while not self._stop.is_set():
             self._wake.clear()
+            hinted, self._hinted = self._hinted, False
             try:
-                while self._step():
+                while self._step(read or hinted):
                     pass
             except Exception as exc:  # keep following; a reader that needs the gap reads the store
                 log.error("tail_failed", error=str(exc), exc_info=True)
                 self._cache = TaskCache(self.app)
                 self._stop.wait(1.0)
-            self._wake.wait(self.poll)
+            read = not self._wake.wait(self.poll)
 
-    def _step(self) -> bool:
-        batch = self.app.notifications(self.position, 500)
-        if not batch:
+    def _step(self, read: bool) -> bool:
+        """Append the next events: those this process's writer handed over when they follow on, else (when
+        told to look, or when what was handed over waits behind a gap) the next ones in the store."""
+        events = self._take_offered()
+        if not events:
+            with self._offered_lock:
+                behind_gap = bool(self._offered)
+            if not (read or behind_gap):
+                return False
+            batch = self.app.notifications(self.position, BATCH)
+            events = [(n.id, self.app.mapper.to_domain_event(n)) for n in batch]
+        if not events:
             return False
         fresh = Batch(self.eta, self.watchers)
-        for notification in batch:
-            event = self.app.mapper.to_domain_event(notification)
+        for position, event in events:
             if isinstance(event, Task.Event):
                 task = self._cache.apply(event)
-                fresh.add(event, task, notification.id)
-        self._append(fresh.entries(), batch[-1].id)
+                fresh.add(event, task, position)
+        self._append(fresh.entries(), events[-1][0])
         return True
 
     def _append(self, fresh: Iterable[Entry], position: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,9 @@ import infra.tail
 from domain.task import StepPlan
 from infra.service import NewTask, TaskService
 from infra.settings import Settings
-from infra.store import open_store
+from infra.store import ProgressApp, open_store
 from infra.tail import LogTail
+from tests.integration.workload import run_workload
 
 
 def test_waiters_wake_on_new_events_and_on_the_quiet_tick(
@@ -46,3 +48,78 @@ def test_waiters_wake_on_new_events_and_on_the_quiet_tick(
     assert (quiet, woke, already) == (False, True, True)
     assert moved == 1
     service.close()
+
+
+class CountingStore:
+    """The event store, counting the tail's reads of the log."""
+
+    def __init__(self, app: ProgressApp) -> None:
+        self.app = app
+        self.reads = 0
+
+    def notifications(self, after: int, limit: int, stop: int | None = None) -> Any:
+        self.reads += 1
+        return self.app.notifications(after, limit, stop)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+
+def entries(tail: LogTail) -> list[tuple[int, str, int, tuple[bytes, ...]]]:
+    found = tail.since(0, 1_000_000)
+    assert found is not None
+    return [(e.position, e.task_id, e.seq, e.frames) for e in found]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_tail_takes_this_writers_events_as_committed_and_reads_only_what_others_wrote(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Handed the events its own writer committed, the tail does not read them back, and its entries are the
+    ones a tail reading everything from the store makes; another writer's events (a gap in what was
+    handed over) it reads from the store, in log order."""
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    app, other = open_store(settings), open_store(settings)
+    service, elsewhere = TaskService(app), TaskService(other)
+    counting = CountingStore(app)
+    handed = LogTail(counting, poll=60)  # type: ignore[arg-type]  # moves only when handed events or woken
+    reader = LogTail(app, poll=0.01)
+
+    reads: list[int] = []
+
+    async def caught_up() -> None:
+        head = app.head()
+        for tail in (handed, reader):
+            while tail.position < head:
+                await tail.wait(tail.position)
+        reads.append(counting.reads)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        handed.start(loop)
+        reader.start(loop)
+        try:
+            service.on_recorded(handed.offer)
+            elsewhere.on_saved(handed.wake)  # like a hint from another gateway
+            await caught_up()
+            await asyncio.to_thread(run_workload, service, 6, 4)
+            await caught_up()
+            await asyncio.to_thread(run_workload, elsewhere, 1, 5)  # another process's writer
+            await caught_up()
+            await asyncio.to_thread(run_workload, service, 3, 6)
+            await caught_up()
+        finally:
+            await asyncio.to_thread(handed.stop)
+            await asyncio.to_thread(reader.stop)
+
+    asyncio.run(scenario())
+    got, expected = entries(handed), entries(reader)
+    assert got == expected and len(got) == app.head()
+    assert [position for position, *_ in got] == list(range(1, app.head() + 1))
+    start, mine, others, mine_again = reads
+    assert mine - start == 0  # everything this writer committed was handed over: no read back
+    assert others - mine >= 1  # the other writer's events come from the store
+    assert mine_again - others <= 1  # at most the hint that arrived last
+    service.close()
+    elsewhere.close()
