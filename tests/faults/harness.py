@@ -48,9 +48,12 @@ class Command:
 
 
 def deliver(client: httpx.Client, command: Command, deadline: float, pause: float = 0.05) -> Command:
-    """Post until acknowledged (2xx), retrying connection errors and 503s with the same key, until `deadline`.
+    """Post until acknowledged (2xx), retrying connection errors, 503s and 429s with the same key, until
+    `deadline`.
 
-    Any other answer fails the test: a worker's commands here are always legal.
+    Any other answer fails the test: a worker's commands here are always legal. A 429 (the workers share the
+    local mode's per-address rate limit, and a restarted gateway gets their retries at once) did nothing and
+    is retried after its Retry-After, at most a second, as the client SDK does.
     """
     headers = {"Idempotency-Key": command.key, **command.headers}
     while time.monotonic() < deadline:
@@ -66,6 +69,10 @@ def deliver(client: httpx.Client, command: Command, deadline: float, pause: floa
             assert_problem(response, 503, "store-unavailable")
             assert response.headers["retry-after"].isdigit()
             time.sleep(pause)
+            continue
+        if response.status_code == 429:
+            assert_problem(response, 429, "rate-limited")
+            time.sleep(min(1.0, float(response.headers["retry-after"])))
             continue
         assert response.status_code in (200, 201), f"{command.path}: {response.status_code} {response.text}"
         command.answer = response.json()
