@@ -166,6 +166,10 @@ export function setupNotifications() {
 // then, and the page does not show them a second time.
 let pushActive = false;
 
+function sameBytes(a, b) {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
 function keyBytes(base64url) {
   const text = atob(base64url.replace(/-/g, "+").replace(/_/g, "/"));
   return Uint8Array.from(text, (c) => c.charCodeAt(0));
@@ -184,11 +188,18 @@ export async function enablePush() {
     const registration = await navigator.serviceWorker.register("/sw.js");
     await navigator.serviceWorker.ready;
     const { vapid_public_key: key } = await api("/api/push-subscriptions");
+    const serverKey = keyBytes(key);
     let subscription = await registration.pushManager.getSubscription();
+    const madeFor = subscription?.options?.applicationServerKey;
+    if (subscription && madeFor && !sameBytes(new Uint8Array(madeFor), serverKey)) {
+      // Made for another key (a reset server, say): push services would refuse what this server signs.
+      await subscription.unsubscribe();
+      subscription = null;
+    }
     if (!subscription) {
       subscription = await registration.pushManager.subscribe({
         userVisibleOnly: true,
-        applicationServerKey: keyBytes(key),
+        applicationServerKey: serverKey,
       });
     }
     await api("/api/push-subscriptions", { method: "POST", body: subscription.toJSON() });

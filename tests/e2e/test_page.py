@@ -485,6 +485,7 @@ def test_with_api_tokens_the_page_asks_for_one_and_keeps_it(browser: Browser, tm
 # made in the page (which keeps the private key for the test); everything else is the real thing.
 PUSH_SERVICE_STUB = """
 window.__push = null;
+window.__unsubscribed = [];
 PushManager.prototype.getSubscription = async function () { return window.__push?.subscription ?? null; };
 PushManager.prototype.subscribe = async function (options) {
   const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]);
@@ -494,7 +495,15 @@ PushManager.prototype.subscribe = async function (options) {
     btoa(String.fromCharCode(...bytes)).replace(/[+]/g, "-").replace(/[/]/g, "_").replace(/=+$/, "");
   const keys = { p256dh: b64(raw), auth: b64(auth) };
   const json = { endpoint: "%(endpoint)s", expirationTime: null, keys };
-  const subscription = { endpoint: json.endpoint, toJSON: () => json, unsubscribe: async () => true };
+  const applicationServerKey = new Uint8Array(options.applicationServerKey).buffer;
+  const unsubscribe = async () => {
+    window.__unsubscribed.push(json.endpoint);
+    window.__push = null;
+    return true;
+  };
+  const subscription = {
+    endpoint: json.endpoint, options: { applicationServerKey }, toJSON: () => json, unsubscribe,
+  };
   window.__push = {
     subscription,
     jwk: await crypto.subtle.exportKey("jwk", pair.privateKey),
@@ -596,6 +605,54 @@ def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Brows
         context.close()
         server.stop()
         receiver.stop()
+
+
+# A subscription this browser made earlier for another server key (the server's data was reset, say).
+STALE_SUBSCRIPTION = """
+const staleJson = { endpoint: "%(endpoint)s", expirationTime: null, keys: { p256dh: "x", auth: "y" } };
+window.__push = {
+  subscription: {
+    endpoint: staleJson.endpoint,
+    options: { applicationServerKey: new Uint8Array(65).fill(4).buffer },
+    toJSON: () => staleJson,
+    unsubscribe: async () => {
+      window.__unsubscribed.push(staleJson.endpoint);
+      window.__push = null;
+      return true;
+    },
+  },
+};
+"""
+
+
+def test_a_subscription_made_for_another_server_key_is_renewed(browser: Browser, tmp_path: Path) -> None:
+    """Push services refuse what a server signs for a subscription made with another key: the page drops
+    such a subscription and subscribes again with the server's key, and only the new one reaches the
+    server."""
+    server = PageServer(tmp_path, env={"PROGRESSD_PUSH_ALLOW_HTTP": "1"})
+    server.start()
+    context = browser.new_context(base_url=server.url, reduced_motion="reduce")
+    try:
+        with httpx.Client(base_url=server.url, timeout=15) as api:
+            tid = post(api, "/api/tasks", CRM)["task_id"]
+            context.grant_permissions(["notifications"], origin=server.url)
+            context.add_init_script(PUSH_SERVICE_STUB % {"endpoint": "http://127.0.0.1:9/push/fresh"})
+            context.add_init_script(STALE_SUBSCRIPTION % {"endpoint": "http://127.0.0.1:9/push/stale"})
+            page, errors = open_page(context, f"/tasks/{tid}")
+            expect(page.locator("body")).to_have_attribute("data-push", "on")
+            assert page.evaluate("window.__unsubscribed") == ["http://127.0.0.1:9/push/stale"]
+            served = api.get("/api/push-subscriptions").json()
+            assert page.evaluate("window.__push.serverKey") == served["vapid_public_key"]
+            assert [s["endpoint"] for s in served["subscriptions"]] == ["http://127.0.0.1:9/push/fresh"]
+
+            again = "import('/static/ui.js').then((ui) => ui.enablePush())"  # the same module instance
+            assert page.evaluate(again) is True  # the key matches now: kept, and sent again
+            assert page.evaluate("window.__unsubscribed") == ["http://127.0.0.1:9/push/stale"]
+            assert len(api.get("/api/push-subscriptions").json()["subscriptions"]) == 1
+            assert errors == []
+    finally:
+        context.close()
+        server.stop()
 
 
 def wait_for_value(page: Page, probe: Any, what: str, timeout: float = 15.0) -> Any:
