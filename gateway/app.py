@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
-from uuid import UUID
 
 import structlog
 from starlette.applications import Starlette
@@ -91,17 +89,13 @@ def create_app(
                     "Events in the log not yet acknowledged by JetStream.",
                     lambda: [({}, float(publisher.lag))],
                 )
-
-            async def view(task_id: UUID, owner: str | None) -> dict[str, Any] | None:
-                return await runtime.service.read(lambda: runtime.read.progress(task_id, owner))
-
             nats_parts.append(
                 NatsCommands(
                     runtime.service,
                     settings,
                     settle=runtime.settle,
                     enrich=runtime.with_update_eta,
-                    view=view,
+                    view=runtime.progress,
                 )
             )
             nats_parts.append(WakeListener(settings.nats_url, tail.wake, Subjects(settings.nats_prefix)))

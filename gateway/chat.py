@@ -117,7 +117,7 @@ async def converse(request: Request, scope: str | None, message: str, key: str |
         and len(intent.task_id) == 36
         and not any(t["task_id"] == intent.task_id for t in tasks)
     ):
-        found = await rt.service.read(lambda: rt.read.progress(UUID(intent.task_id or ""), scope))
+        found = await rt.progress(UUID(intent.task_id or ""), scope)
         tasks = [found] if found is not None else []
     resolution = resolve(intent, tasks, prefer_active=True)
     if intent.kind == "unknown":

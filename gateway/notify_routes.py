@@ -226,7 +226,7 @@ async def task_notifications(request: Request) -> Response:
     rt = runtime(request)
     tid = task_id(request)
     scope = await caller(request)
-    if await rt.service.read(lambda: rt.read.progress(tid, scope)) is None:
+    if await rt.progress(tid, scope) is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
     db = store(request)
     rows = await rt.service.read(lambda: db.for_task(str(tid)))

@@ -176,7 +176,7 @@ async def get_progress(request: Request) -> Response:
     wait = int_param(request, "min_position", 0, 0, 2**62)
     if wait:
         await rt.settle(wait)
-    found = await rt.service.read(lambda: rt.read.progress(tid, owner))
+    found = await rt.progress(tid, owner)
     if found is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
     return json_response(found, headers={"ETag": f'"{found["version"]}"'})
@@ -210,7 +210,7 @@ async def get_history(request: Request) -> Response:
     rt = runtime(request)
     tid = task_id(request)
     owner = await caller(request)
-    if await rt.service.read(lambda: rt.read.progress(tid, owner)) is None:
+    if await rt.progress(tid, owner) is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
     return json_response({"task_id": str(tid), **await rt.service.read(lambda: rt.read.history(tid))})
 
@@ -226,7 +226,7 @@ async def get_logs(request: Request) -> Response:
         raise Problem(
             422, "invalid-query", "level must be debug, info, warning or error", errors=[{"path": "level"}]
         )
-    if await rt.service.read(lambda: rt.read.progress(tid, owner)) is None:
+    if await rt.progress(tid, owner) is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
     lines = await rt.service.read(lambda: rt.read.logs(tid, after, level, limit))
     return json_response({"task_id": str(tid), "logs": lines})

@@ -198,7 +198,7 @@ class NatsCommands:
         self.link = NatsLink(settings.nats_url, "progressd-commands")
         self.handled = 0
         self._prefix = self.subjects.create.removesuffix("create")
-        self._queries = self.subjects.query("", "").removesuffix(".")
+        self._queries = self.subjects.queries.removesuffix(">")
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from uuid import UUID
 
 from infra.metrics import Metrics
 from infra.projector import Projection, Projector
@@ -63,6 +64,11 @@ class Runtime:
                 return False
             time.sleep(0.02)
         return True
+
+    async def progress(self, task_id: UUID, owner: str | None) -> dict[str, Any] | None:
+        """A task's progress JSON with its estimate, from the read model on a reader thread (None: no such
+        task, or not the owner's)."""
+        return await self.service.read(lambda: self.read.progress(task_id, owner))
 
     async def with_update_eta(self, view: dict[str, Any]) -> dict[str, Any]:
         """A command's answer: its view with the estimate as of the command. Made right here when the history

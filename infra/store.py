@@ -97,7 +97,7 @@ class ProgressApp(Application[UUID]):
             task = processing_event.aggregates.get(event.originator_id)
             if type(task) is Task and task.version == version:
                 self.snapshots.put([Task.Snapshot.take(task)])
-            elif task is not None:
+            elif isinstance(task, Task):
                 self.take_snapshot(event.originator_id, version, _project)
 
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:

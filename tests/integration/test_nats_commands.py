@@ -52,16 +52,13 @@ def run(tmp_path: Path, nats_url: str, scenario: Callable[[Runtime, Ask, Subject
     subjects = Subjects(unique_name("p"))
 
     async def main() -> None:
-        async def view(task_id: UUID, owner: str | None) -> dict[str, Any] | None:
-            return await runtime.service.read(lambda: runtime.read.progress(task_id, owner))
-
         commands = NatsCommands(
             runtime.service,
             settings,
             subjects=subjects,
             settle=runtime.settle,
             enrich=runtime.with_update_eta,
-            view=view,
+            view=runtime.progress,
         )
         await commands.start()
         assert await commands.ready(10)
