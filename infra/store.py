@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.state import StepStatus
 from domain.task import Step, Task
+from infra.pgrecorder import LockedInsertRecorder
 from infra.settings import Settings
 
 R = TypeVar("R")
@@ -99,6 +100,11 @@ class ProgressApp(Application[UUID]):
                 self.snapshots.put([Task.Snapshot.take(task)])
             elif isinstance(task, Task):
                 self.take_snapshot(event.originator_id, version, _project)
+
+    def close(self) -> None:
+        if isinstance(self.recorder, LockedInsertRecorder):
+            self.recorder.release()  # its own connection, which the pool would not close while it is out
+        super().close()
 
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         """Notifications with a position greater than `after`, in log order."""

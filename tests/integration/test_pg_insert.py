@@ -120,3 +120,60 @@ def test_it_waits_for_the_table_lock_and_still_notifies(service: TaskService, pg
         writer.join(timeout=10)
         assert done.is_set()
         assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [TABLE]
+
+
+def backend_of(service: TaskService) -> int:
+    recorder = service.app.recorder
+    assert isinstance(recorder, LockedInsertRecorder)
+    return recorder.insert_backend()
+
+
+def test_inserts_keep_one_connection_and_replace_it_when_it_breaks(service: TaskService, pg_url: str) -> None:
+    task_id = new_task(service)
+    first = backend_of(service)
+    for percent in (10, 20, 30):
+        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": percent})
+    assert backend_of(service) == first  # the same server session for every insert
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    outcome = service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40})
+    assert outcome.view["steps"][0]["progress"] == 40  # the library's retry got a fresh connection
+    assert backend_of(service) != first
+    assert service.app.task(task_id).steps[0].percent == 40
+
+
+def test_an_insert_while_another_thread_holds_that_connection_uses_the_pool(
+    service: TaskService, pg_url: str
+) -> None:
+    a, b = new_task(service), new_task(service)
+    finished: list[int] = []
+    with psycopg.connect(pg_url) as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+
+        def command(task_id: UUID, percent: int) -> None:
+            service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": percent})
+            finished.append(percent)
+
+        threads = [threading.Thread(target=command, args=(t, p)) for t, p in ((a, 10), (b, 20))]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        assert finished == []  # both wait for the table lock: one on the own connection, one on the pool's
+        holder.commit()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert sorted(finished) == [10, 20]
+    assert service.app.task(a).steps[0].percent == 10 and service.app.task(b).steps[0].percent == 20
+
+
+def test_closing_the_store_closes_the_inserts_connection(pg_url: str, tmp_path: Path) -> None:
+    service = TaskService(ProgressApp(env=settings_for(pg_url, tmp_path).store_env()))
+    new_task(service)
+    pid = backend_of(service)
+    service.close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        deadline = time.monotonic() + 5
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the session stayed open after close"
+            time.sleep(0.05)
