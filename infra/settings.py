@@ -91,6 +91,8 @@ class Settings:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
+                # One event is one INSERT, without the library's BEGIN and COMMIT around it.
+                "APPLICATION_RECORDER_TOPIC": "infra.sqliterecorder:OneStatementRecorder",
             }
         return {
             **snapshots,
