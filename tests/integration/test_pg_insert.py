@@ -177,3 +177,18 @@ def test_closing_the_store_closes_the_inserts_connection(pg_url: str, tmp_path: 
         while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
             assert time.monotonic() < deadline, "the session stayed open after close"
             time.sleep(0.05)
+
+
+def test_an_insert_carries_on_when_every_connection_was_cut(service: TaskService, pg_url: str) -> None:
+    """A server restart kills the inserts' connection and the pool's idle ones alike: one command still
+    gets through, on a fresh connection, without a 503 for the client to retry."""
+    task_id = new_task(service)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        cut = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert len(cut) >= 2  # the inserts' own connection and the pool's
+    outcome = service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 60})
+    assert outcome.view["steps"][0]["progress"] == 60
+    assert service.app.task(task_id).steps[0].percent == 60
