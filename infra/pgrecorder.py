@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing import persistence
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
@@ -16,20 +15,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-INSERT_ATTEMPTS = 3
+from infra.dbapi import translated
 
-# psycopg's errors as eventsourcing's, in the order its datastore translates them (subclasses first).
-_TRANSLATED: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
-    (psycopg.InterfaceError, persistence.InterfaceError),
-    (psycopg.OperationalError, persistence.OperationalError),
-    (psycopg.DataError, persistence.DataError),
-    (psycopg.IntegrityError, persistence.IntegrityError),
-    (psycopg.InternalError, persistence.InternalError),
-    (psycopg.ProgrammingError, persistence.ProgrammingError),
-    (psycopg.NotSupportedError, persistence.NotSupportedError),
-    (psycopg.DatabaseError, persistence.DatabaseError),
-    (psycopg.Error, persistence.PersistenceError),
-)
+INSERT_ATTEMPTS = 3
 
 
 class LockedInsertRecorder(PostgresApplicationRecorder):
@@ -155,7 +143,7 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
                 conn = self._own
                 yield conn
             except psycopg.Error as exc:
-                raise _translate(exc) from exc
+                raise translated(exc, psycopg) from exc
             finally:
                 self._give_back(broken_only=True)
         finally:
@@ -181,10 +169,3 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
             self.datastore.pool.putconn(conn)  # the pool closes a broken one and rolls back an open one
         if broken:  # the server went away (or restarted): the pool's idle connections died with this one
             self.datastore.pool.check()
-
-
-def _translate(exc: psycopg.Error) -> persistence.PersistenceError:
-    for theirs, ours in _TRANSLATED:
-        if isinstance(exc, theirs):
-            return ours(str(exc))
-    return persistence.PersistenceError(str(exc))

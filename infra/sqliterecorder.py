@@ -11,17 +11,7 @@ from eventsourcing import persistence
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-# sqlite3's errors as eventsourcing's, in the order its SQLite transaction translates them.
-_TRANSLATED: tuple[tuple[type[sqlite3.Error], type[persistence.PersistenceError]], ...] = (
-    (sqlite3.InterfaceError, persistence.InterfaceError),
-    (sqlite3.DataError, persistence.DataError),
-    (sqlite3.OperationalError, persistence.OperationalError),
-    (sqlite3.IntegrityError, persistence.IntegrityError),
-    (sqlite3.InternalError, persistence.InternalError),
-    (sqlite3.ProgrammingError, persistence.ProgrammingError),
-    (sqlite3.NotSupportedError, persistence.NotSupportedError),
-    (sqlite3.DatabaseError, persistence.DatabaseError),
-)
+from infra.dbapi import translated
 
 
 class OneStatementRecorder(SQLiteApplicationRecorder):
@@ -48,15 +38,8 @@ class OneStatementRecorder(SQLiteApplicationRecorder):
             try:
                 cursor.execute(self.insert_events_statement, params)
             except sqlite3.Error as exc:
-                raise _translate(exc) from exc
+                raise translated(exc, sqlite3) from exc
             rowid = cursor.lastrowid
         if rowid is None:  # not for a row this INSERT has just made
             raise persistence.PersistenceError("the insert reported no row id")
         return [rowid]
-
-
-def _translate(exc: sqlite3.Error) -> persistence.PersistenceError:
-    for theirs, ours in _TRANSLATED:
-        if isinstance(exc, theirs):
-            return ours(str(exc))
-    return persistence.PersistenceError(str(exc))
