@@ -1,4 +1,4 @@
-"""The PostgreSQL insert in one statement (infra.pgrecorder): the same guarantees as eventsourcing's own."""
+"""The PostgreSQL insert (infra.pgrecorder): its table lock and its own connection (see also test_insert)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError
 
-from domain.task import StepPlan
 from infra.pgrecorder import LockedInsertRecorder
-from infra.service import NewTask, TaskService
+from infra.service import TaskService
 from infra.settings import Settings
 from infra.store import ProgressApp
+from tests.integration.test_insert import new_task
 
 OWNER = "local"
 TABLE = "progressd_events"
@@ -35,69 +34,6 @@ def service(pg_url: str, tmp_path: Path) -> Iterator[TaskService]:
         yield service
     finally:
         service.close()
-
-
-def new_task(service: TaskService) -> UUID:
-    outcome = service.create_sync(OWNER, NewTask("insert", [StepPlan("one")]))
-    task_id = UUID(outcome.view["task_id"])
-    service.command_sync(task_id, OWNER, "start", {"order": 1})
-    return task_id
-
-
-def test_the_store_uses_it_and_a_database_made_by_the_library_insert_carries_on(
-    pg_url: str, tmp_path: Path
-) -> None:
-    settings = settings_for(pg_url, tmp_path)
-    stock_env = {k: v for k, v in settings.store_env().items() if k != "APPLICATION_RECORDER_TOPIC"}
-    stock = TaskService(ProgressApp(env=stock_env))
-    try:
-        assert not isinstance(stock.app.recorder, LockedInsertRecorder)
-        task_id = new_task(stock)
-        before = stock.app.head()
-    finally:
-        stock.close()
-
-    ours = TaskService(ProgressApp(env=settings.store_env()))
-    try:
-        assert isinstance(ours.app.recorder, LockedInsertRecorder)
-        outcome = ours.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40})
-        assert outcome.position == before + 1 == ours.app.head()
-        assert ours.app.task(task_id).steps[0].percent == 40
-    finally:
-        ours.close()
-
-
-def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(service: TaskService) -> None:
-    task_id = new_task(service)
-    stale = service.app.task(task_id)
-    service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 10})
-    head = service.app.head()
-
-    stale.report_progress(1, 20.0)
-    with pytest.raises(IntegrityError):  # one event: the plain-parameter function
-        service.app.save(stale)
-    stale = service.app.task(task_id, version=stale.version - 1)
-    stale.report_progress(1, 20.0)
-    stale.report_progress(1, 30.0)
-    with pytest.raises(IntegrityError):  # several: the array function
-        service.app.save(stale)
-
-    assert service.app.head() == head
-    assert service.app.task(task_id).steps[0].percent == 10
-
-
-def test_a_save_of_several_events_gets_their_ids_in_order(service: TaskService) -> None:
-    task_id = new_task(service)
-    task = service.app.task(task_id)
-    for percent in (10.0, 20.0, 30.0):
-        task.report_progress(1, percent)
-    recordings = service.app.save(task)
-    ids = [r.notification.id for r in recordings]
-    assert ids == sorted(ids) and ids[-1] == service.app.head()
-    stored = service.app.notifications(ids[0] - 1, 10)
-    assert [(n.id, n.originator_version) for n in stored] == [
-        (r.notification.id, r.domain_event.originator_version) for r in recordings
-    ]
 
 
 def test_it_waits_for_the_table_lock_and_still_notifies(service: TaskService, pg_url: str) -> None:

@@ -1,4 +1,4 @@
-"""The SQLite insert of one event as one statement (infra.sqliterecorder): the library's guarantees kept."""
+"""The SQLite insert of one event as one statement (infra.sqliterecorder); test_insert has what both have."""
 
 from __future__ import annotations
 
@@ -6,60 +6,25 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import OperationalError
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from domain.task import StepPlan
-from infra.service import NewTask, TaskService
+from infra.service import TaskService
 from infra.settings import Settings
-from infra.sqliterecorder import OneStatementRecorder
-from infra.store import ProgressApp
+from tests.integration.test_insert import new_task, open_service
 
 OWNER = "local"
 
 
-def open_service(tmp_path: Path, **env: str) -> TaskService:
-    return TaskService(ProgressApp(env={**Settings(data_dir=tmp_path).store_env(), **env}))
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[TaskService]:
-    service = open_service(tmp_path)
+    service = open_service(Settings(data_dir=tmp_path))
     try:
         yield service
     finally:
         service.close()
-
-
-def new_task(service: TaskService) -> UUID:
-    outcome = service.create_sync(OWNER, NewTask("insert", [StepPlan("one")]))
-    task_id = UUID(outcome.view["task_id"])
-    service.command_sync(task_id, OWNER, "start", {"order": 1})
-    return task_id
-
-
-def test_the_store_uses_it_and_a_log_written_by_the_library_carries_on(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    stock_env = {k: v for k, v in settings.store_env().items() if k != "APPLICATION_RECORDER_TOPIC"}
-    stock = TaskService(ProgressApp(env=stock_env))
-    try:
-        assert not isinstance(stock.app.recorder, OneStatementRecorder)
-        task_id = new_task(stock)
-        before = stock.app.head()
-    finally:
-        stock.close()
-
-    ours = open_service(tmp_path)
-    try:
-        assert isinstance(ours.app.recorder, OneStatementRecorder)
-        outcome = ours.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40})
-        assert outcome.position == before + 1 == ours.app.head()
-        assert ours.app.task(task_id).steps[0].percent == 40
-    finally:
-        ours.close()
 
 
 def test_one_event_skips_the_library_transaction_and_several_use_it(
@@ -90,23 +55,8 @@ def test_one_event_skips_the_library_transaction_and_several_use_it(
     ]
 
 
-def test_a_version_already_taken_is_an_integrity_error_and_writes_nothing(service: TaskService) -> None:
-    task_id = new_task(service)
-    stale = service.app.task(task_id)
-    service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 10})
-    head = service.app.head()
-
-    stale.report_progress(1, 20.0)
-    with pytest.raises(IntegrityError):
-        service.app.save(stale)
-    assert service.app.head() == head
-    assert service.app.task(task_id).steps[0].percent == 10
-    # the writer's connection went back to the pool in a usable state
-    assert service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 50}).position == head + 1
-
-
 def test_a_locked_database_is_an_operational_error_and_writes_nothing(tmp_path: Path) -> None:
-    service = open_service(tmp_path, SQLITE_LOCK_TIMEOUT="1")
+    service = open_service(Settings(data_dir=tmp_path), SQLITE_LOCK_TIMEOUT="1")
     try:
         task_id = new_task(service)
         head = service.app.head()
