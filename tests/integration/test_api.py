@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,14 +28,6 @@ CRM = {
         {"name": "Configure workflows"},
     ],
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-        return Settings(data_dir=tmp_path, database_url=url)
-    return Settings(data_dir=tmp_path)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ each backend. What only one backend has is in test_pg_insert and test_sqlite_ins
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -30,13 +29,6 @@ def new_task(service: TaskService) -> UUID:
     task_id = UUID(outcome.view["task_id"])
     service.command_sync(task_id, OWNER, "start", {"order": 1})
     return task_id
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        return Settings(data_dir=tmp_path, database_url=request.getfixturevalue("pg_url"))
-    return Settings(data_dir=tmp_path)
 
 
 @pytest.fixture

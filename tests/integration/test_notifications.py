@@ -425,13 +425,6 @@ class Crashing(Notifier):
         return result
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        return Settings(data_dir=tmp_path, database_url=request.getfixturevalue("pg_url"))
-    return Settings(data_dir=tmp_path)
-
-
 def drive(rt: Runtime, owner: str = "alice") -> str:
     """A whole CRM run through the service, projected, before any worker starts."""
     plan = [
@@ -476,14 +469,14 @@ async def until_settled(store: NotifyStore, count: int) -> list[dict[str, Any]]:
 
 
 def test_each_notification_is_delivered_once_across_worker_crashes(
-    backend: Settings, smtp: SmtpSink, receiver: Receiver
+    settings: Settings, smtp: SmtpSink, receiver: Receiver
 ) -> None:
     config = make_config(smtp, receiver)
-    rt = Runtime(backend)
+    rt = Runtime(settings)
     rt.start()
     try:
         tid = drive(rt)
-        store = NotifyStore(backend, config)
+        store = NotifyStore(settings, config)
         store.save_preferences(
             "alice", store.preferences("alice").__class__(email="alice@example.com", email_min_minutes=0), 0
         )
@@ -491,18 +484,18 @@ def test_each_notification_is_delivered_once_across_worker_crashes(
         async def scenario() -> list[dict[str, Any]]:
             # 1: dies after sending the approval to chat, before marking it sent.
             first = Crashing(
-                backend, config, after=lambda n: (n.kind, n.channel) == ("approval_needed", "chat")
+                settings, config, after=lambda n: (n.kind, n.channel) == ("approval_needed", "chat")
             )
             await first.start()
             await until_dead(first)
             # 2: dies after claiming the completion for chat, before sending it.
             second = Crashing(
-                backend, config, before=lambda n: (n.kind, n.channel) == ("task_complete", "chat")
+                settings, config, before=lambda n: (n.kind, n.channel) == ("task_complete", "chat")
             )
             await second.start()
             await until_dead(second)
             # 3: a healthy worker finishes the rest once the dead workers' leases run out.
-            third = Notifier(backend, config)
+            third = Notifier(settings, config)
             await third.start()
             try:
                 return await until_settled(third.store, 6 * 4)
@@ -536,7 +529,7 @@ def test_each_notification_is_delivered_once_across_worker_crashes(
         before = len(receiver.requests), len(smtp.messages)
 
         async def again() -> int:
-            worker = Notifier(backend, config)
+            worker = Notifier(settings, config)
             await worker.open()
             try:
                 return await worker.run_once()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,13 +15,6 @@ from infra.settings import Settings
 from projections.model import step_states
 from projections.registry import MODELS
 from tests.integration.workload import run_workload
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        return Settings(data_dir=tmp_path, database_url=request.getfixturevalue("pg_url"))
-    return Settings(data_dir=tmp_path)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -26,13 +25,6 @@ PLAN = [
     StepPlan("Deploy", requires_approval=True),
     StepPlan("Import data", weight=2.0),
 ]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "postgres":
-        return Settings(data_dir=tmp_path, database_url=request.getfixturevalue("pg_url"))
-    return Settings(data_dir=tmp_path)
 
 
 def state(task: Task) -> dict[str, Any]:
