@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
@@ -17,7 +23,18 @@ from psycopg.sql import SQL, Identifier
 
 from infra.dbapi import translated
 
-INSERT_ATTEMPTS = 3
+# Every call to the event store tries three times, not the library's ten: a dropped connection is replaced on
+# the second try. When the server is down a call gives up in well under a second while its connections fail
+# at once, at most about 3.5 s when each try waits the 1-s connect timeout, instead of 6 to 12 s; the store
+# then fails further calls at once until a probe finds the server again (ProgressApp._guarded). Clients retry
+# a 503; an acknowledged command was committed.
+TRIES = 3
+_retried = retry((InterfaceError, OperationalError), max_attempts=TRIES, wait=0.2)
+
+
+def _tried_less(method: Callable[..., Any]) -> Any:
+    """One of the library's recorder methods with our tries instead of its own."""
+    return _retried(inspect.unwrap(method))
 
 
 class LockedInsertRecorder(PostgresApplicationRecorder):
@@ -101,11 +118,11 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
             .as_string()
         )
 
-    # Three tries, not the library's ten: a dropped connection is replaced on the second try. When the
-    # server is down, an insert gives up in well under a second while its connections fail at once, at most
-    # about 2.5 s when each try waits the 1-s connect timeout, instead of 6 to 12 s. Clients retry a 503;
-    # an acknowledged command was committed.
-    @retry((InterfaceError, OperationalError), max_attempts=INSERT_ATTEMPTS, wait=0.2)
+    select_events = _tried_less(PostgresApplicationRecorder.select_events)
+    select_notifications = _tried_less(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _tried_less(PostgresApplicationRecorder.max_notification_id)
+
+    @_retried
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
             return None
@@ -169,3 +186,16 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
             self.datastore.pool.putconn(conn)  # the pool closes a broken one and rolls back an open one
         if broken:  # the server went away (or restarted): the pool's idle connections died with this one
             self.datastore.pool.check()
+
+
+class SnapshotRecorder(PostgresAggregateRecorder):
+    """The snapshots table's recorder, with the same tries as the event log's (a task loads from both)."""
+
+    insert_events = _tried_less(PostgresAggregateRecorder.insert_events)
+    select_events = _tried_less(PostgresAggregateRecorder.select_events)
+
+
+class Factory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, with our snapshots recorder (the event log's is named by topic)."""
+
+    aggregate_recorder_class = SnapshotRecorder

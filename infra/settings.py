@@ -96,7 +96,7 @@ class Settings:
             }
         return {
             **snapshots,
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "infra.pgrecorder:Factory",  # eventsourcing's, with fewer tries per call
             "POSTGRES_POOL_SIZE": str(self.pool_size),
             # Not the library's insert function: in eventsourcing 9.5.6 it skips the table lock, so writers in
             # several processes could commit notification ids out of order and a follower could skip one. Ours

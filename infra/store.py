@@ -25,7 +25,7 @@ from infra.pgrecorder import LockedInsertRecorder
 from infra.settings import Settings
 
 R = TypeVar("R")
-# While the store is known to be down, calls fail at once instead of running eventsourcing's ten retries
+# While the store is known to be down, calls fail at once instead of running their tries (infra.pgrecorder)
 # each; a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
 PROBE_INTERVAL = 0.25
 PROBE_TIMEOUT = 0.5

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError, StoredEvent
 
-from infra.pgrecorder import LockedInsertRecorder
+from infra.pgrecorder import TRIES, LockedInsertRecorder, SnapshotRecorder
 from infra.service import TaskService
 from infra.settings import Settings
 from infra.store import ProgressApp
@@ -128,3 +131,46 @@ def test_an_insert_carries_on_when_every_connection_was_cut(service: TaskService
     outcome = service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 60})
     assert outcome.view["steps"][0]["progress"] == 60
     assert service.app.task(task_id).steps[0].percent == 60
+
+
+def test_every_store_call_tries_three_times_while_the_server_is_unreachable(
+    service: TaskService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the library's ten tries (each waiting up to a second for a connection): a call meeting an outage
+    gives up in a few seconds, and the store then fails the next calls at once until a probe succeeds."""
+    task_id = new_task(service)
+    app = service.app
+    recorder = app.recorder
+    assert isinstance(recorder, LockedInsertRecorder)
+    snapshots = app.snapshots.recorder if app.snapshots is not None else None
+    assert isinstance(snapshots, SnapshotRecorder)
+    datastore = recorder.datastore
+    tries: list[str] = []
+
+    @contextmanager
+    def unreachable() -> Iterator[Any]:
+        tries.append("pool")
+        raise OperationalError("connection refused")
+        yield
+
+    def no_connection(timeout: float | None = None) -> Any:
+        tries.append("own")
+        raise psycopg.OperationalError("connection refused")
+
+    recorder.release()
+    monkeypatch.setattr(datastore, "get_connection", unreachable)
+    monkeypatch.setattr(datastore.pool, "getconn", no_connection)
+    event = StoredEvent(task_id, 99, "topic", b"{}")
+    calls: dict[str, Callable[[], object]] = {
+        "select_events": lambda: recorder.select_events(task_id),
+        "select_notifications": lambda: recorder.select_notifications(start=0, limit=10),
+        "max_notification_id": recorder.max_notification_id,
+        "insert_events": lambda: recorder.insert_events([event]),
+        "snapshot select_events": lambda: snapshots.select_events(task_id),
+        "snapshot insert_events": lambda: snapshots.insert_events([event]),
+    }
+    for name, call in calls.items():
+        tries.clear()
+        with pytest.raises(OperationalError):
+            call()
+        assert len(tries) == TRIES == 3, name
