@@ -25,8 +25,8 @@ from infra.pgrecorder import LockedInsertRecorder
 from infra.settings import Settings
 
 R = TypeVar("R")
-# While the store is known to be down, calls fail at once instead of running their tries (infra.pgrecorder)
-# each; a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
+# While the store is known to be down, calls fail at once instead of each running its tries (pgrecorder);
+# a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
 PROBE_INTERVAL = 0.25
 PROBE_TIMEOUT = 0.5
 SNAPSHOT_EVERY = 500  # events between a task's snapshots
