@@ -15,7 +15,7 @@ from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
 from infra.settings import Settings
-from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert
+from projections.model import Insert, LazyRow, Merge, Op, ReadModel, Row, Table, Upsert
 
 _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
@@ -63,6 +63,11 @@ def _last_upserts(ops: list[Op]) -> list[Op]:
                 keep[i] = False
             seen.add(ident)
     return [op for op, k in zip(ops, keep, strict=True) if k]
+
+
+def _made(row: Row | LazyRow) -> Row:
+    """A row as the drivers take it (a dict): a lazy one is made now."""
+    return row.made() if isinstance(row, LazyRow) else row
 
 
 class ViewRecorder(Protocol):
@@ -139,7 +144,7 @@ class _ViewMixin:
                     c.executemany(statement, rows)
                     rows = []
                 statement = sql
-                rows.append(op.row)
+                rows.append(_made(op.row))
             if rows:
                 c.executemany(statement, rows)
 
@@ -169,7 +174,7 @@ class _ViewMixin:
     def _run(self, c: Cursor, op: Op) -> None:
         match op:
             case Upsert() | Insert():
-                c.execute(self._statement(op), op.row)
+                c.execute(self._statement(op), _made(op.row))
             case Merge(table, key, fn):
                 where = " AND ".join(f"{col} = :{col}" for col in key)
                 c.execute(self._sql(f"SELECT * FROM {table.name} WHERE {where}"), key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -13,6 +13,41 @@ from domain.task import Task
 __all__ = ["normalise_step_name"]
 
 Row = dict[str, Any]
+
+
+class LazyRow(Mapping[str, Any]):
+    """A row whose values are made the first time one is read. Its columns and key values are known at
+    once, so a batch writer can tell that a later upsert of the same row replaces it; a row replaced like
+    that within a batch is never made. `make` must give the row as at the event that asked for it: a caller
+    whose state moves on checks that it has not (see task_view)."""
+
+    __slots__ = ("_columns", "_known", "_make", "_row")
+
+    def __init__(self, columns: Sequence[str], known: Row, make: Callable[[], Row]) -> None:
+        self._columns = tuple(columns)
+        self._known = known
+        self._make = make
+        self._row: Row | None = None
+
+    def made(self) -> Row:
+        """The row itself (made once)."""
+        if self._row is None:
+            row = self._make()
+            if tuple(row) != self._columns:
+                raise ValueError(f"a lazy row made columns {tuple(row)}, not {self._columns}")
+            self._row = row
+        return self._row
+
+    def __getitem__(self, column: str) -> Any:
+        if self._row is None and column in self._known:
+            return self._known[column]
+        return self.made()[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 @dataclass(frozen=True)
@@ -55,7 +90,7 @@ class Upsert:
     """Insert a row, or replace the non-key columns of the row with the same key."""
 
     table: Table
-    row: Row
+    row: Row | LazyRow
 
 
 @dataclass(frozen=True)

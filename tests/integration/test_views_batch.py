@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from infra.settings import Settings
 from infra.views import COPY_FROM, Copy, ViewRecorder, copy_rows, open_view
-from projections.model import Insert, Merge, Op, ReadModel, Row, Table, Upsert, integer, text
+from projections.model import Insert, LazyRow, Merge, Op, ReadModel, Row, Table, Upsert, integer, text
 
 KEYS = ("a", "b", "c")
 
@@ -139,3 +139,41 @@ def test_many_new_rows_are_written_whole_or_not_at_all(views: tuple[ViewRecorder
     assert rows(view)["log"] == [{"i": i, "k": odd[i % len(odd)]} for i in range(40)]
     assert rows(view)["state"] == [{"k": "a", "n": 1, "note": None}]
     assert view.max_tracking_id(view.model.name) == 7
+
+
+def test_a_lazy_row_replaced_later_in_the_batch_is_never_made(
+    views: tuple[ViewRecorder, ViewRecorder],
+) -> None:
+    view = views[0]
+    state, _ = view.model.tables
+    columns = ("k", "n", "note")
+    made: list[str] = []
+
+    def lazy(k: str, n: int, label: str) -> LazyRow:
+        def make() -> Row:
+            made.append(label)
+            return {"k": k, "n": n, "note": label}
+
+        return LazyRow(columns, {"k": k}, make)
+
+    ops: list[Op] = [
+        Upsert(state, lazy("a", 1, "a first")),
+        Upsert(state, lazy("b", 1, "b first")),
+        Merge(state, {"k": "b"}, lambda row: _bump(row, "b", 10)),  # reads the table: rows before it are made
+        Upsert(state, lazy("a", 2, "a second")),
+        Upsert(state, lazy("b", 2, "b second")),
+        Upsert(state, lazy("a", 3, "a last")),
+    ]
+    view.apply(ops, Tracking("together", 1))
+    assert sorted(made) == ["a first", "a last", "b first", "b second"]  # not "a second"
+    assert rows(view)["state"] == [
+        {"k": "a", "n": 3, "note": "a last"},
+        {"k": "b", "n": 2, "note": "b second"},
+    ]
+
+
+def test_a_lazy_row_that_makes_other_columns_is_refused() -> None:
+    row = LazyRow(("k", "n"), {"k": "a"}, lambda: {"k": "a", "note": "x"})
+    assert list(row) == ["k", "n"] and row["k"] == "a" and len(row) == 2  # known without making it
+    with pytest.raises(ValueError, match="columns"):
+        row["n"]
