@@ -33,8 +33,8 @@ class LazyRow(Mapping[str, Any]):
         """The row itself (made once)."""
         if self._row is None:
             row = self._make()
-            if tuple(row) != self._columns:
-                raise ValueError(f"a lazy row made columns {tuple(row)}, not {self._columns}")
+            if tuple(row) != self._columns or any(row[k] != v for k, v in self._known.items()):
+                raise ValueError(f"a lazy row made {row!r}, not columns {self._columns} with {self._known!r}")
             self._row = row
         return self._row
 

@@ -172,8 +172,11 @@ def test_a_lazy_row_replaced_later_in_the_batch_is_never_made(
     ]
 
 
-def test_a_lazy_row_that_makes_other_columns_is_refused() -> None:
+def test_a_lazy_row_that_makes_other_columns_or_another_key_is_refused() -> None:
     row = LazyRow(("k", "n"), {"k": "a"}, lambda: {"k": "a", "note": "x"})
     assert list(row) == ["k", "n"] and row["k"] == "a" and len(row) == 2  # known without making it
     with pytest.raises(ValueError, match="columns"):
         row["n"]
+    other_key = LazyRow(("k", "n"), {"k": "a"}, lambda: {"k": "b", "n": 1})
+    with pytest.raises(ValueError, match="columns"):
+        other_key["n"]
