@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Notification, Recording, Tracking
 
 from domain.task import Task
+from infra.handover import Handover
 from infra.store import ProgressApp
 from infra.views import ViewRecorder, apply_together, shared_database
 from projections.model import Change, Op, StepState, step_states
@@ -132,11 +133,21 @@ class Projector:
         self.listeners: list[Callable[[str, int], None]] = []
         self._shared: TaskCache | None = None
         self._one_database: bool | None = None
+        # Events this process's writer committed: applied from here when they follow on, not read back.
+        self._handover = Handover(BATCH)
+        self._look = True  # whether the next run reads the store (a wake, the poll), not only what was handed
         # Coroutines waiting for a position (read-your-writes), woken on their own event loop.
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._waiters_lock = threading.Lock()
 
     def wake(self, _position: int = 0) -> None:
+        """The log grew, or may have (another writer, a poll): the next run reads the store."""
+        self._look = True
+        self._wake.set()
+
+    def offer(self, recordings: Sequence[Recording[Any]]) -> None:
+        """Events this process's writer just committed, with their positions (from the writer thread)."""
+        self._handover.offer(recordings)
         self._wake.set()
 
     def positions(self) -> dict[str, int]:
@@ -147,12 +158,13 @@ class Projector:
         none yet; None if this projector does not keep that model)."""
         return next((p.changed_at for p in self.projections if p.name == name), None)
 
-    def run_once(self) -> int:
-        """Apply everything that is in the log now; return how many notifications were applied."""
+    def run_once(self, look: bool = True) -> int:
+        """Apply everything that is in the log now (with `look` false: only what was handed over, unless
+        that waits behind a gap); return how many notifications were applied."""
         total = 0
         while True:
             if len(self.projections) > 1 and len({p.position for p in self.projections}) == 1:
-                n = self._step_together()
+                n = self._step_together(look)
             else:
                 n = sum(p.step() for p in self.projections)
                 self._shared = None
@@ -167,23 +179,28 @@ class Projector:
                     for listener in self.listeners:
                         listener(projection.name, projection.position)
 
-    def _step_together(self) -> int:
-        """Projections at the same position read and decode each batch once and share one task cache."""
+    def _step_together(self, look: bool = True) -> int:
+        """Projections at the same position take each batch once (handed over by this process's writer, else
+        read and decoded from the store) and share one task cache."""
         first = self.projections[0]
-        batch = first.app.notifications(first.position, BATCH)
-        if not batch:
+        events = self._handover.take(first.position)
+        if not events:
+            if not (look or self._handover.waiting()):
+                return 0
+            batch = first.app.notifications(first.position, BATCH)
+            events = [(n.id, first.app.mapper.to_domain_event(n)) for n in batch]
+        if not events:
             return 0
         if self._shared is None:
             self._shared = TaskCache(first.app)
         ops: list[list[Op]] = [[] for _ in self.projections]
-        for notification in batch:
-            event = first.app.mapper.to_domain_event(notification)
+        for position, event in events:
             if isinstance(event, Task.Event):
                 # Every handler runs before the next event moves the shared task on.
-                change = self._shared.advance(event, notification.id)
+                change = self._shared.advance(event, position)
                 for i, projection in enumerate(self.projections):
                     ops[i].extend(projection.view.model.handle(change))
-        tracking_id = batch[-1].id
+        tracking_id = events[-1][0]
         if self._one_database is None:
             self._one_database = shared_database([p.view for p in self.projections])
         if self._one_database:  # one commit for every read model instead of one each
@@ -196,12 +213,14 @@ class Projector:
             projection.position = tracking_id
             projection._wrote(bool(ops[i]))
             projection.cache = TaskCache(first.app)  # stale now: rebuilt if this projection runs alone
-        return len(batch)
+        return len(events)
 
     def _loop(self) -> None:
         failed = False
+        look = True  # at the start, after each poll interval and after any wake: read the store too
         while not self._stop.is_set():
             self._wake.clear()
+            look, self._look = look or self._look, False
             try:
                 if failed:
                     # Inside the try: while the store is down the reset fails too; it must not end the thread.
@@ -209,14 +228,15 @@ class Projector:
                         projection.reset()
                     self._shared = None
                     failed = False
-                self.run_once()
+                    look = True
+                self.run_once(look)
                 self.error = None
             except Exception as exc:  # a failing batch rolls back; reset and retry after a pause, loudly
                 self.error = exc
                 failed = True
                 log.error("projection_failed", error=str(exc), exc_info=True)
                 self._stop.wait(1.0)
-            self._wake.wait(self.poll)
+            look = not self._wake.wait(self.poll)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="progressd-projector", daemon=True)

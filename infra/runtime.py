@@ -30,8 +30,8 @@ class Runtime:
         self.projector = Projector(Projection(self.app, v) for v in self.views.values())
         self.project = project
         self.read = ReadSide(self.views, self.projector.changed_at if project else None)
-        if project:
-            self.service.on_saved(self.projector.wake)
+        if project:  # this process's commits, handed over: the projector need not read them back
+            self.service.on_recorded(self.projector.offer)
         self.metrics.probe(
             "progressd_projection_lag_events",
             "Events in the log that a read model has not applied yet.",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -20,6 +20,7 @@ from eventsourcing.persistence import Recording
 
 from domain.progress import progress_view
 from domain.task import Task
+from infra.handover import Handover
 from infra.projector import TaskCache
 from infra.store import ProgressApp
 from projections.messages import Message, ProgressMsg, encoder, messages_for
@@ -35,7 +36,6 @@ _ENCODING = threading.Lock()
 EVERYONE = "*"  # an all-tasks stream that sees every owner's tasks
 QUIET = 15.0  # seconds: how often waiting streams wake up when nothing happens (to look at the store)
 BATCH = 500  # events read (or taken from the writer) at a time
-OFFERED = 20_000  # committed events kept for the tail at most (more: it reads the store)
 
 
 class Entry:
@@ -174,10 +174,6 @@ def _seq(entry: Entry) -> int:
     return entry.seq
 
 
-def _first(item: tuple[int, Any]) -> int:
-    return item[0]
-
-
 class LogTail:
     """Follows the log on a thread; keeps the last `window` events and up to `per_task` per task."""
 
@@ -205,10 +201,9 @@ class LogTail:
         self.first = 0  # entries with position > first are all in memory (until trimmed)
         self.position = 0
         self._cache = TaskCache(app)
-        # Events this process's writer just committed, by position: the tail takes them from here when they
-        # follow on from its position, instead of reading them back from the store.
-        self._offered: deque[tuple[int, Any]] = deque(maxlen=OFFERED)
-        self._offered_lock = threading.Lock()
+        # Events this process's writer just committed: taken from here when they follow on from the tail's
+        # position, instead of read back from the store.
+        self._handover = Handover(BATCH)
         self._hinted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -243,29 +238,8 @@ class LogTail:
 
     def offer(self, recordings: Sequence[Recording[Any]]) -> None:
         """Events this process just committed, with their positions (from the writer thread)."""
-        with self._offered_lock:
-            self._offered.extend((r.notification.id, r.domain_event) for r in recordings)
+        self._handover.offer(recordings)
         self._wake.set()
-
-    def _take_offered(self) -> list[tuple[int, Any]]:
-        """The offered events that directly follow the tail's position (none if there is a gap: another
-        writer's events come between, and only the store has them); older ones are dropped."""
-        taken: list[tuple[int, Any]] = []
-        with self._offered_lock:
-            if not self._offered:
-                return taken
-            ordered = sorted(self._offered, key=_first)
-            self._offered.clear()
-            expected = self.position + 1
-            for i, (position, event) in enumerate(ordered):
-                if position < expected:
-                    continue
-                if position > expected or len(taken) >= BATCH:
-                    self._offered.extend(ordered[i:])  # kept for when the tail has read up to them
-                    break
-                taken.append((position, event))
-                expected += 1
-        return taken
 
     def _run(self) -> None:
         read = True  # look at the store: at the start, after each poll interval and on every hint
@@ -284,11 +258,9 @@ class LogTail:
     def _step(self, read: bool) -> bool:
         """Append the next events: those this process's writer handed over when they follow on, else (when
         told to look, or when what was handed over waits behind a gap) the next ones in the store."""
-        events = self._take_offered()
+        events = self._handover.take(self.position)
         if not events:
-            with self._offered_lock:
-                behind_gap = bool(self._offered)
-            if not (read or behind_gap):
+            if not (read or self._handover.waiting()):
                 return False
             batch = self.app.notifications(self.position, BATCH)
             events = [(n.id, self.app.mapper.to_domain_event(n)) for n in batch]
