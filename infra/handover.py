@@ -10,6 +10,8 @@ from typing import Any
 
 from eventsourcing.persistence import Recording
 
+from infra.store import ProgressApp
+
 KEPT = 20_000  # committed events kept for a follower at most (beyond that it reads the store)
 
 
@@ -59,3 +61,11 @@ class Handover:
         """Whether events wait here (behind a gap only the store can fill)."""
         with self._lock:
             return bool(self._events)
+
+    def next_events(self, app: ProgressApp, position: int, read: bool) -> list[tuple[int, Any]]:
+        """The events after `position`: handed over when they follow on; else, when told to `read` (a wake,
+        a poll) or when handed events wait behind a gap, the next ones in the store, decoded."""
+        events = self.take(position)
+        if events or not (read or self.waiting()):
+            return events
+        return [(n.id, app.mapper.to_domain_event(n)) for n in app.notifications(position, self.limit)]

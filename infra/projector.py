@@ -183,12 +183,7 @@ class Projector:
         """Projections at the same position take each batch once (handed over by this process's writer, else
         read and decoded from the store) and share one task cache."""
         first = self.projections[0]
-        events = self._handover.take(first.position)
-        if not events:
-            if not (look or self._handover.waiting()):
-                return 0
-            batch = first.app.notifications(first.position, BATCH)
-            events = [(n.id, first.app.mapper.to_domain_event(n)) for n in batch]
+        events = self._handover.next_events(first.app, first.position, look)
         if not events:
             return 0
         if self._shared is None:

@@ -258,12 +258,7 @@ class LogTail:
     def _step(self, read: bool) -> bool:
         """Append the next events: those this process's writer handed over when they follow on, else (when
         told to look, or when what was handed over waits behind a gap) the next ones in the store."""
-        events = self._handover.take(self.position)
-        if not events:
-            if not (read or self._handover.waiting()):
-                return False
-            batch = self.app.notifications(self.position, BATCH)
-            events = [(n.id, self.app.mapper.to_domain_event(n)) for n in batch]
+        events = self._handover.next_events(self.app, self.position, read)
         if not events:
             return False
         fresh = Batch(self.eta, self.watchers)
