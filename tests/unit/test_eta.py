@@ -425,3 +425,65 @@ def test_rows_without_recent_still_give_an_estimate() -> None:
     bare = {key: StepHistory(h.count, h.median_ms, h.p90_ms) for key, h in history(60).items()}
     e = eta(plan(), bare, T0)
     assert e.eta_seconds is not None and 180 <= e.eta_seconds <= 300
+
+
+# ------------------------------------------------------------------------------------------------------
+# The Monte Carlo's parts.
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_a_task_needing_several_blocks_of_draws_gets_independent_ones() -> None:
+    from domain.eta import _BLOCK_ROWS, _noise
+
+    z, u = _noise(400, 3 * _BLOCK_ROWS + 1)  # four blocks
+    assert z.shape == u.shape == (4 * _BLOCK_ROWS, 400)
+    # No row repeats another (a repeat would make two steps' durations move together).
+    assert len({row.tobytes() for row in z}) == len(z) and len({row.tobytes() for row in u}) == len(u)
+    assert abs(float(z.mean())) < 0.02 and 0.98 < float(z.std()) < 1.02
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0 and abs(float(u.mean()) - 0.5) < 0.01
+    again, _ = _noise(400, 3 * _BLOCK_ROWS + 1)
+    assert (again == z).all()  # the same table every time: an estimate is a function of its inputs
+
+
+def test_a_task_with_a_hundred_steps_is_estimated_from_every_one() -> None:
+    plans = [StepPlan(f"Generate form for table {n}") for n in range(1, 101)]
+    task = Task.plan("Big import", "agent-7", plans, tables=8, at=T0)
+    key = normalise_step_name("Generate form for table 1")
+    recent = samples(30.0, 200)
+    ordered = sorted(recent)
+    row = StepHistory(200, float(ordered[100]), float(ordered[180]), recent)
+    hist = {(key, "complex"): row, (key, "any"): row}
+    e = estimate(progress_view(task), hist, T0)
+    assert e.eta_seconds is not None
+    assert 100 * 30 * 0.75 <= e.eta_seconds <= 100 * 30 * 1.25
+    assert e == estimate(progress_view(task), hist, T0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1e7, allow_nan=False), min_size=1, max_size=60),
+    st.floats(0.0, 1e7, allow_nan=False),
+    st.sampled_from([0.2, 0.3, 0.5, 0.99, 1.0, 2.0]),
+)
+def test_the_share_within_the_band_counts_what_a_pass_over_the_draws_counts(
+    draws: list[float], eta_ms: float, band: float
+) -> None:
+    import numpy as np
+
+    from domain.eta import _share_within
+
+    ordered = np.sort(np.array(draws))
+    brute = float(np.mean(np.abs(eta_ms - ordered) <= band * ordered))
+    assert _share_within(ordered, eta_ms, band) == pytest.approx(brute, abs=1.5 / len(draws))
+
+
+def test_the_normal_quantile_table_is_close_to_the_exact_quantile() -> None:
+    from statistics import NormalDist
+
+    import numpy as np
+
+    from domain.eta import _inv_cdf
+
+    ps = np.concatenate([np.geomspace(1e-12, 0.5, 2000), 1 - np.geomspace(1e-12, 0.5, 2000)])
+    exact = np.array([NormalDist().inv_cdf(float(p)) for p in ps])
+    assert float(np.max(np.abs(_inv_cdf(ps) - exact))) < 2e-4
