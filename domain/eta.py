@@ -829,7 +829,12 @@ def _noise(n: int, rows: int) -> tuple[FloatArray, FloatArray]:
 @lru_cache(maxsize=32)
 def _noise_block(n: int, block: int) -> tuple[FloatArray, FloatArray]:
     rng = np.random.default_rng((20240115, n, block))
-    z, u = rng.standard_normal((_BLOCK_ROWS, n)), rng.random((_BLOCK_ROWS, n))
+    # A Latin hypercube: each row holds one draw from each of n equally likely slices of [0, 1), in an order
+    # of its own, so every row covers its whole distribution evenly (no row is high or low by luck, which a
+    # table shared by every estimate would turn into a bias) while rows stay independent of one another.
+    ranks = rng.permuted(np.tile(np.arange(n), (2 * _BLOCK_ROWS, 1)), axis=1)
+    strata = (ranks + rng.random((2 * _BLOCK_ROWS, n))) / n
+    u, z = strata[:_BLOCK_ROWS], _inv_cdf(strata[_BLOCK_ROWS:])
     z.flags.writeable = u.flags.writeable = False  # shared by every estimate
     return z, u
 
