@@ -820,23 +820,38 @@ _BLOCK_ROWS = 64
 
 def _noise(n: int, rows: int) -> tuple[FloatArray, FloatArray]:
     """At least `rows` rows of n standard normals, and as many of n uniforms in [0, 1)."""
-    blocks = [_noise_block(n, b) for b in range(max(1, -(-rows // _BLOCK_ROWS)))]
-    if len(blocks) == 1:
-        return blocks[0]
-    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+    blocks = max(1, -(-rows // _BLOCK_ROWS))
+    found = _tables.get(n)
+    if found is None or len(found[0]) < blocks * _BLOCK_ROWS:
+        # The largest table asked for so far, kept whole: blocks are made by their own seeds, so a longer
+        # table starts with the same rows as a shorter one.
+        made = [_noise_block(n, b) for b in range(blocks)]
+        found = _tables[n] = (
+            _frozen(np.concatenate([z for z, _ in made])),
+            _frozen(np.concatenate([u for _, u in made])),
+        )
+    return found
 
 
-@lru_cache(maxsize=32)
+_tables: dict[int, tuple[FloatArray, FloatArray]] = {}
+
+
 def _noise_block(n: int, block: int) -> tuple[FloatArray, FloatArray]:
     rng = np.random.default_rng((20240115, n, block))
     # A Latin hypercube: each row holds one draw from each of n equally likely slices of [0, 1), in an order
     # of its own, so every row covers its whole distribution evenly (no row is high or low by luck, which a
     # table shared by every estimate would turn into a bias) while rows stay independent of one another.
     ranks = rng.permuted(np.tile(np.arange(n), (2 * _BLOCK_ROWS, 1)), axis=1)
-    strata = (ranks + rng.random((2 * _BLOCK_ROWS, n))) / n
-    u, z = strata[:_BLOCK_ROWS], _inv_cdf(strata[_BLOCK_ROWS:])
-    z.flags.writeable = u.flags.writeable = False  # shared by every estimate
-    return z, u
+    strata = np.minimum((ranks + rng.random((2 * _BLOCK_ROWS, n))) / n, _BELOW_ONE)  # never rounds up to 1
+    return _inv_cdf(strata[_BLOCK_ROWS:]), strata[:_BLOCK_ROWS]
+
+
+_BELOW_ONE = float(np.nextafter(1.0, 0.0))
+
+
+def _frozen(table: FloatArray) -> FloatArray:
+    table.flags.writeable = False  # shared by every estimate
+    return table
 
 
 def _share_within(ordered: FloatArray, eta: float, band: float) -> float:

