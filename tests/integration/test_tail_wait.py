@@ -93,6 +93,17 @@ def test_the_tail_takes_this_writers_events_as_committed_and_reads_only_what_oth
         for tail in (handed, reader):
             while tail.position < head:
                 await tail.wait(tail.position)
+        # A hint can still be pending when the tail has caught up (it reads the store once more for it):
+        # count from when the tail has taken every hint and its reads have stopped, so that a late one is
+        # not counted against what comes next.
+        settled, last = 0, -1
+        for _ in range(500):
+            taken = not (handed._hinted or handed._wake.is_set())
+            settled = settled + 1 if taken and counting.reads == last else 0
+            if settled == 5:
+                break
+            last = counting.reads
+            await asyncio.sleep(0.02)
         reads.append(counting.reads)
 
     async def scenario() -> None:
@@ -120,6 +131,6 @@ def test_the_tail_takes_this_writers_events_as_committed_and_reads_only_what_oth
     start, mine, others, mine_again = reads
     assert mine - start == 0  # everything this writer committed was handed over: no read back
     assert others - mine >= 1  # the other writer's events come from the store
-    assert mine_again - others <= 1  # at most the hint that arrived last
+    assert mine_again - others <= 1  # handed over again (a read at most, for a hint the tail took late)
     service.close()
     elsewhere.close()
