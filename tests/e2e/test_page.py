@@ -586,11 +586,22 @@ def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Brows
                 ".map(n => ({title: n.title, body: n.body, tag: n.tag, url: n.data.url}))"
             )
 
+            last: list[Any] = []
+
             def two_shown() -> list[dict[str, Any]] | None:
                 found: list[dict[str, Any]] = page.evaluate(listed)
+                last[:] = [found]
                 return found if len(found) == 2 else None
 
-            shown = wait_for_value(page, two_shown, "two notifications from the service worker")
+            try:
+                shown = wait_for_value(page, two_shown, "two notifications from the service worker")
+            except AssertionError as exc:
+                state = page.evaluate(
+                    "async () => ({permission: Notification.permission, "
+                    "active: (await navigator.serviceWorker.ready).active?.state})"
+                )
+                detail = f"shown {last}, page {state}, registration {registration}"
+                raise AssertionError(f"{exc}: {detail}") from None
             by_tag = {n["tag"]: n for n in shown}
             assert set(by_tag) == {f"{tid}:approval_needed", f"{tid}:task_complete"}
             for kind, data in payloads.items():
