@@ -553,21 +553,39 @@ def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Brows
 
             cdp = context.new_cdp_session(page)
             registrations: list[dict[str, Any]] = []
+            versions: list[dict[str, Any]] = []
             cdp.on(
                 "ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"])
             )
+            cdp.on("ServiceWorker.workerVersionUpdated", lambda e: versions.extend(e["versions"]))
             cdp.send("ServiceWorker.enable")
             scope = f"{server.url}/"
             wait_for_value(
                 page, lambda: [r for r in registrations if r["scopeURL"] == scope], "the service worker"
             )
             registration = next(r for r in registrations if r["scopeURL"] == scope)["registrationId"]
+            # DevTools hands a push only to a running worker (a real push service retries): start it first.
+            cdp.send("ServiceWorker.startWorker", {"scopeURL": scope})
+
+            def running() -> bool:
+                mine = [v for v in versions if v["registrationId"] == registration]
+                return (
+                    bool(mine)
+                    and mine[-1]["status"] == "activated"
+                    and mine[-1]["runningStatus"] == "running"
+                )
+
+            wait_for_value(page, running, "the service worker running")
 
             key = ec.derive_private_key(int.from_bytes(_unb64(pushed["jwk"]["d"]), "big"), ec.SECP256R1())
             post(api, f"/api/tasks/{tid}/steps/1/start")  # approval needed: pushed by default
             post(api, f"/api/tasks/{tid}/steps/1/approve", {"comment": "go"})
             post(api, f"/api/tasks/{tid}/steps/1/complete", {"result": "v2 live"})  # task complete
             wait_for_value(page, lambda: len(receiver.on("/push/this-browser")) >= 2, "two pushes")
+            listed = (
+                "async () => (await (await navigator.serviceWorker.ready).getNotifications())"
+                ".map(n => ({title: n.title, body: n.body, tag: n.tag, url: n.data.url}))"
+            )
             payloads = {}
             for request in receiver.on("/push/this-browser"):
                 assert request.headers["content-encoding"] == "aes128gcm"
@@ -579,12 +597,10 @@ def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Brows
                     "ServiceWorker.deliverPushMessage",
                     {"origin": server.url, "registrationId": registration, "data": plain.decode()},
                 )
+                count = len(payloads)
+                wait_for_value(page, lambda n=count: len(page.evaluate(listed)) >= n, f"notification {count}")
             assert sorted(payloads) == ["approval_needed", "task_complete"]
             assert payloads["approval_needed"]["title"].startswith("⚠️ Approval required for Step 1")
-            listed = (
-                "async () => (await (await navigator.serviceWorker.ready).getNotifications())"
-                ".map(n => ({title: n.title, body: n.body, tag: n.tag, url: n.data.url}))"
-            )
 
             last: list[Any] = []
 
