@@ -18,7 +18,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from infra.dbapi import translated
@@ -102,6 +102,7 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
             ).format(**names),
         ]
         self._own: psycopg.Connection[DictRow] | None = None
+        self._own_cursor: psycopg.Cursor[tuple[Any, ...]] | None = None
         self._own_lock = threading.Lock()
         # Rendered once: a Composed query is rendered again on every execute.
         self.insert_many_statement = (
@@ -141,35 +142,40 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
             )
-        with self._connection() as conn, conn.cursor() as curs:
-            assert conn.autocommit  # the statement is its own transaction: the lock lasts until it commits
+        with self._cursor() as curs:
             curs.execute(statement, params, prepare=True)
-            return [row["notification_id"] for row in curs.fetchall()]
+            return [row[0] for row in curs.fetchall()]
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """The inserts' own connection when no other thread is using it, else one from the pool."""
+    def _cursor(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        """A cursor on the inserts' own connection when no other thread is using it (kept open from one insert
+        to the next), else on one from the pool. A connection is checked and given back only after an error:
+        a statement that succeeded in autocommit leaves it idle."""
         if not self._own_lock.acquire(blocking=False):
-            with self.datastore.get_connection() as conn:
-                yield conn
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                yield curs
             return
         try:
             try:
-                if self._own is None:
-                    self._own = self.datastore.pool.getconn()
-                conn = self._own
-                yield conn
+                if self._own_cursor is None:
+                    self._own = self._own or self.datastore.pool.getconn()
+                    # The statement is its own transaction: the table lock lasts until it commits.
+                    assert self._own.autocommit
+                    self._own_cursor = self._own.cursor(row_factory=tuple_row)
+                yield self._own_cursor
             except psycopg.Error as exc:
-                raise translated(exc, psycopg) from exc
-            finally:
                 self._give_back(broken_only=True)
+                raise translated(exc, psycopg) from exc
+            except BaseException:
+                self._give_back(broken_only=True)
+                raise
         finally:
             self._own_lock.release()
 
     def insert_backend(self) -> int:
         """The server process id behind the inserts' own connection (taking one if none is held)."""
-        with self._connection() as conn:
-            return conn.info.backend_pid
+        with self._cursor() as curs:
+            return curs.connection.info.backend_pid
 
     def release(self) -> None:
         """Give the inserts' own connection back to the pool."""
@@ -182,7 +188,7 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
             return
         broken = conn.closed or conn.broken
         if broken or conn.info.transaction_status != TransactionStatus.IDLE or not broken_only:
-            self._own = None
+            self._own = self._own_cursor = None
             self.datastore.pool.putconn(conn)  # the pool closes a broken one and rolls back an open one
         if broken:  # the server went away (or restarted): the pool's idle connections died with this one
             self.datastore.pool.check()
