@@ -25,7 +25,7 @@ def handle(change: Change) -> list[Op]:
             EVENT_INDEX,
             {
                 "position": change.position,
-                "task_id": str(change.task.id),
+                "task_id": change.task_id,
                 "seq": change.event.originator_version,
                 "type": change.kind,
                 "at": iso(change.event.timestamp),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from domain.eta import normalise_step_name
@@ -136,9 +137,15 @@ class Change:
     after: Sequence[StepState]
     position: int
 
-    @property
+    @cached_property
     def kind(self) -> str:
+        """The event's name (StepCompleted, Logged, ...)."""
         return type(self.event).__qualname__.rpartition(".")[2]
+
+    @cached_property
+    def task_id(self) -> str:
+        """The task's id as the read models write it."""
+        return str(self.task.id)
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def handle(change: Change) -> list[Op]:
     for note in notes:
         for row in rows_for(
             note,
-            task_id=str(task.id),
+            task_id=change.task_id,
             seq=change.event.originator_version,
             owner=task.owner,
             title=task.title,

@@ -112,7 +112,7 @@ def handle(change: Change) -> list[Op]:
             STEP_SAMPLES,
             {
                 "position": change.position,
-                "task_id": str(change.task.id),
+                "task_id": change.task_id,
                 "step": step.order,
                 "step_key": step_key,
                 "complexity": complexity,

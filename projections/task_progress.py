@@ -38,7 +38,7 @@ TASK_PROGRESS_CHANGES = Table(
 def handle(change: Change) -> list[Op]:
     ops: list[Op] = []
     task = change.task
-    task_id = str(task.id)
+    task_id = change.task_id
     for step, now, then in zip(task.steps, change.after, change.before or change.after, strict=True):
         if change.before is not None and then == now:
             continue

@@ -56,7 +56,7 @@ def handle(change: Change) -> list[Op]:
             "view": _encode(view).decode(),
         }
 
-    return [Upsert(TASK_VIEW, LazyRow(COLUMNS, {"task_id": str(task.id)}, make))]
+    return [Upsert(TASK_VIEW, LazyRow(COLUMNS, {"task_id": change.task_id}, make))]
 
 
 MODEL = ReadModel("task_view", (TASK_VIEW,), handle, "current progress JSON per task")
