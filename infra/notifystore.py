@@ -26,7 +26,7 @@ from py_vapid import Vapid  # type: ignore[import-untyped]
 from domain.progress import iso
 from infra.notifyconfig import NotifySettings, Preferences, decide
 from infra.settings import Settings
-from infra.views import ddl, open_datastore
+from infra.views import ddl, open_datastore, transaction
 from projections.model import Row
 from projections.notifications import NOTIFICATION_OUTBOX, Stall, stall_rows
 from projections.wording import parse_iso
@@ -98,7 +98,7 @@ class Db:
 
     @contextmanager
     def tx(self, *, commit: bool = True) -> Iterator[Tx]:
-        with self.datastore.transaction(commit=commit) as c:
+        with transaction(self.datastore, commit=commit) as c:
             yield Tx(c, self.dialect)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder, SQLiteTransaction
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
@@ -25,6 +25,31 @@ class Cursor(Protocol):
     def executemany(self, sql: Any, params_seq: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
+
+
+class _Immediate(SQLiteTransaction):
+    """The library's SQLite transaction, begun with BEGIN IMMEDIATE: it takes the write lock at once."""
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
+
+
+@contextmanager
+def transaction(datastore: SQLiteDatastore | PostgresDatastore, *, commit: bool) -> Iterator[Any]:
+    """A transaction on either backend. On SQLite one that writes (commit) takes the file's write lock when it
+    begins, waiting for it like any writer. The library begins with a plain BEGIN, which takes the lock at the
+    first write: when that transaction has read first and another connection has committed since, SQLite
+    cannot move it to a newer snapshot and fails the write at once with "database is locked", without
+    waiting. Read-then-write transactions (upserts, merges, the notification outbox) would hit that whenever
+    a command is saved in between."""
+    if not commit or not isinstance(datastore, SQLiteDatastore):
+        with datastore.transaction(commit=commit) as cursor:
+            yield cursor
+        return
+    with datastore.get_connection(commit=True) as conn, _Immediate(conn, commit=True) as cursor, cursor:
+        yield cursor
 
 
 def ddl(table: Table, dialect: str) -> list[str]:
@@ -218,7 +243,7 @@ class SQLiteViewRecorder(_ViewMixin, SQLiteTrackingRecorder):
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Cursor]:
-        with self.datastore.transaction(commit=commit) as c:
+        with transaction(self.datastore, commit=commit) as c:
             yield c
 
     def _tracking_table(self) -> str:
@@ -350,7 +375,7 @@ class SqlDb:
 
     def execute(self, sql: str, params: Row | None = None) -> int:
         """Run a statement in its own transaction; return the number of rows it changed."""
-        with self.datastore.transaction(commit=True) as c:
+        with transaction(self.datastore, commit=True) as c:
             c.execute(self._sql(sql), params or {})
             raw: Any = getattr(c, "sqlite_cursor", c)  # eventsourcing's SQLite cursor wraps sqlite3's
             return int(raw.rowcount)
