@@ -37,10 +37,12 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
+    # JSON lines carry an error's traceback as text under "exception"; the console renderer prints its own.
+    tracebacks: list[structlog.typing.Processor] = [structlog.processors.format_exc_info] if as_json else []
     handler = logging.StreamHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, renderer],
             foreign_pre_chain=shared,
         )
     )

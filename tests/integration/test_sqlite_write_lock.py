@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ Begin = Callable[[], AbstractContextManager[Any]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
+def settings(tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(settings.sqlite_path) as conn:
@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         conn.execute("CREATE TABLE counter (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
         conn.execute("CREATE TABLE other (k INTEGER PRIMARY KEY)")
         conn.execute("INSERT INTO counter VALUES (1, 0)")
-    yield settings
+    return settings
 
 
 def read_then_write_while_another_writer_commits(path: Path, begin: Begin) -> list[str]:
