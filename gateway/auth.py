@@ -27,6 +27,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def open_bind_refusal(settings: Settings, local: bool) -> str | None:
+    """Why serving would be refused: open local mode (no tokens) anywhere but on loopback."""
+    if local and not is_loopback(settings.host):
+        return (
+            f"refusing to serve on {settings.host} without API tokens: create one with "
+            "`progressd token create --role owner --owner NAME`, or bind to 127.0.0.1"
+        )
+    return None
+
+
 @dataclass
 class Bucket:
     """A token bucket: `rate` per second, up to `burst` at once."""
@@ -54,11 +64,9 @@ class Auth:
         self.settings = settings
         self.tokens = tokens
         self.local = not tokens.any_active()
-        if self.local and not is_loopback(settings.host):
-            raise AuthError(
-                f"refusing to serve on {settings.host} without API tokens: create one with "
-                "`progressd token create --role owner --owner NAME`, or bind to 127.0.0.1"
-            )
+        refusal = open_bind_refusal(settings, self.local)
+        if refusal:
+            raise AuthError(refusal)
         if self.local:
             who = settings.local_owner
             log.warning(

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from client import cli as worker_cli
 from gateway.app import create_app
+from gateway.auth import is_loopback, open_bind_refusal
 from gateway.ops import configure_logging
 from gateway.watch import watch as watch_progress
 from infra import replay
@@ -27,7 +28,7 @@ from infra.notifyconfig import NotifySettings
 from infra.projector import Projection, Projector
 from infra.readside import BadCursor, parse_at
 from infra.runtime import Runtime
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from infra.store import TaskNotFound, open_store
 from infra.tokens import Role, TokenStore
 from infra.views import open_view
@@ -63,6 +64,10 @@ def serve(
     """Serve the HTTP and WebSocket API."""
     settings = Settings.from_env().with_overrides(host=host, port=port)
     configure_logging(settings.log_level, {"json": True, "console": False}.get(settings.log_format))
+    if not is_loopback(settings.host):  # said before serving, not as a failed startup's traceback
+        refusal = open_bind_refusal(settings, not TokenStore(settings).any_active())
+        if refusal:
+            raise fail(refusal, code=3)
     notify = NotifySettings.from_env(settings=settings)
     app = create_app(settings, demo=demo, project=projections, relay=relay, notify=notify)
     uvicorn.run(
@@ -349,4 +354,8 @@ def watch(
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except SettingsError as exc:  # any command reading PROGRESSD_* settings: one line, not a traceback
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise SystemExit(2) from None

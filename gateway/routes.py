@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from domain.state import TaskStatus
 from gateway import wire
 from gateway.auth import Auth
 from gateway.body import decode, idempotency_key, if_match
@@ -63,6 +64,9 @@ def task_id(request: Request) -> UUID:
         return UUID(raw)
     except ValueError:
         raise Problem(404, "task-not-found", f"no task {raw}") from None
+
+
+TASK_STATUSES = tuple(s.value for s in TaskStatus)
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -174,18 +178,27 @@ async def get_progress(request: Request) -> Response:
 
         return json_response(await rt.service.read(travel))
     wait = int_param(request, "min_position", 0, 0, 2**62)
-    if wait:
-        await rt.settle(wait)
+    settled = await rt.settle(wait) if wait else True
     found = await rt.progress(tid, owner)
     if found is None:
         raise Problem(404, "task-not-found", f"no task {tid}")
-    return json_response(found, headers={"ETag": f'"{found["version"]}"'})
+    headers = {"ETag": f'"{found["version"]}"'}
+    if not settled:  # answered with what the read models have, as a command's answer would be
+        headers["Progressd-View-Lag"] = "true"
+    return json_response(found, headers=headers)
 
 
 async def list_tasks(request: Request) -> Response:
     rt = runtime(request)
     limit = int_param(request, "limit", 50, 1, 500)
     status = request.query_params.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        raise Problem(
+            422,
+            "invalid-query",
+            f"status must be one of {', '.join(TASK_STATUSES)}",
+            errors=[{"path": "status"}],
+        )
     before = request.query_params.get("before")
     owner = await caller(request)
     page, cursor = await rt.service.read(lambda: rt.read.list_tasks(owner, limit, before, status))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from infra import pgurl
 
@@ -51,20 +52,26 @@ class Settings:
                 nats_url=get("NATS_URL"),
                 nats_prefix=_subject_prefix(get("NATS_PREFIX") or defaults.nats_prefix),
                 host=get("HOST") or defaults.host,
-                port=int(get("PORT") or defaults.port),
+                port=_number("PORT", get("PORT"), defaults.port, int),
                 local_owner=get("LOCAL_OWNER") or defaults.local_owner,
-                pool_size=int(get("POOL_SIZE") or defaults.pool_size),
-                read_timeout=float(get("READ_TIMEOUT") or defaults.read_timeout),
-                demo_step_seconds=float(get("DEMO_STEP_SECONDS") or defaults.demo_step_seconds),
-                ws_ping_interval=float(get("WS_PING_INTERVAL") or defaults.ws_ping_interval),
-                ws_idle_timeout=float(get("WS_IDLE_TIMEOUT") or defaults.ws_idle_timeout),
-                rate_limit=float(get("RATE_LIMIT") or defaults.rate_limit),
-                ws_per_token=int(get("WS_PER_TOKEN") or defaults.ws_per_token),
+                pool_size=_number("POOL_SIZE", get("POOL_SIZE"), defaults.pool_size, int),
+                read_timeout=_number("READ_TIMEOUT", get("READ_TIMEOUT"), defaults.read_timeout, float),
+                demo_step_seconds=_number(
+                    "DEMO_STEP_SECONDS", get("DEMO_STEP_SECONDS"), defaults.demo_step_seconds, float
+                ),
+                ws_ping_interval=_number(
+                    "WS_PING_INTERVAL", get("WS_PING_INTERVAL"), defaults.ws_ping_interval, float
+                ),
+                ws_idle_timeout=_number(
+                    "WS_IDLE_TIMEOUT", get("WS_IDLE_TIMEOUT"), defaults.ws_idle_timeout, float
+                ),
+                rate_limit=_number("RATE_LIMIT", get("RATE_LIMIT"), defaults.rate_limit, float),
+                ws_per_token=_number("WS_PER_TOKEN", get("WS_PER_TOKEN"), defaults.ws_per_token, int),
                 allowed_origins=tuple(
                     o.strip() for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip()
                 ),
-                log_level=(get("LOG_LEVEL") or defaults.log_level).lower(),
-                log_format=(get("LOG_FORMAT") or defaults.log_format).lower(),
+                log_level=_choice("LOG_LEVEL", get("LOG_LEVEL") or defaults.log_level, LOG_LEVELS),
+                log_format=_choice("LOG_FORMAT", get("LOG_FORMAT") or defaults.log_format, LOG_FORMATS),
                 snapshots=_flag("SNAPSHOTS", get("SNAPSHOTS"), defaults.snapshots),
             )
         except ValueError as exc:
@@ -105,6 +112,28 @@ class Settings:
             "POSTGRES_CONNECT_TIMEOUT": "1",
             **postgres_env(self.database_url),
         }
+
+
+def _number(name: str, raw: str | None, default: Any, kind: Callable[[str], Any]) -> Any:
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(
+            f"PROGRESSD_{name} must be a{'n integer' if kind is int else ' number'}, not {raw!r}"
+        ) from None
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.lower()
+    if value not in choices:
+        raise ValueError(f"PROGRESSD_{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return value
 
 
 def _flag(name: str, raw: str | None, default: bool) -> bool:

@@ -235,6 +235,39 @@ def test_list_is_newest_first_and_paginated(client: TestClient) -> None:
     assert_problem(client.get("/api/tasks", params={"before": "nonsense"}), 422, "invalid-query")
 
 
+def test_list_filters_by_status_and_refuses_an_unknown_one(client: TestClient) -> None:
+    waiting = create(client, {"title": "waiting", "steps": [{"name": "a"}]})["task_id"]
+    running = create(client, {"title": "running", "steps": [{"name": "a"}]})["task_id"]
+    post(client, f"/api/tasks/{running}/steps/1/start")
+
+    def listed(status: str) -> list[str]:
+        response = client.get("/api/tasks", params={"status": status})
+        assert response.status_code == 200, response.text
+        return [t["task_id"] for t in response.json()["tasks"]]
+
+    assert listed("running") == [running]
+    assert listed("pending") == [waiting]
+    assert listed("completed") == []
+    problem = assert_problem(client.get("/api/tasks", params={"status": "bogus"}), 422, "invalid-query")
+    assert "running" in problem["detail"] and problem["errors"] == [{"path": "status"}]
+
+
+def test_min_position_waits_for_the_read_models_and_says_when_it_gave_up(client: TestClient) -> None:
+    created = create(client)
+    tid, position = created["task_id"], created["position"]
+    reached = client.get(f"/api/tasks/{tid}/progress", params={"min_position": position})
+    assert reached.status_code == 200
+    assert "Progressd-View-Lag" not in reached.headers
+    started = time.monotonic()
+    ahead = client.get(f"/api/tasks/{tid}/progress", params={"min_position": position + 1_000_000})
+    assert ahead.status_code == 200  # what the read models have, after the bounded wait
+    assert ahead.headers["Progressd-View-Lag"] == "true"
+    assert ahead.json()["version"] == created["version"]
+    assert time.monotonic() - started < 10
+    negative = client.get(f"/api/tasks/{tid}/progress", params={"min_position": -1})
+    assert_problem(negative, 422, "invalid-query")
+
+
 def test_idempotency_key_applies_a_retried_command_once(client: TestClient) -> None:
     tid = create(client)["task_id"]
     post(client, f"/api/tasks/{tid}/steps/1/start")

@@ -22,3 +22,17 @@ def test_the_nats_prefix_names_every_subject_and_the_stream() -> None:
 def test_a_nats_prefix_that_is_not_plain_subject_tokens_is_refused(bad: str) -> None:
     with pytest.raises(SettingsError, match="PROGRESSD_NATS_PREFIX"):
         Settings.from_env({"PROGRESSD_NATS_PREFIX": bad})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "loud"), ("SNAPSHOTS", "maybe"), ("PORT", "eighty")],
+)
+def test_a_setting_with_an_unknown_value_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"PROGRESSD_{name}|{value}"):
+        Settings.from_env({f"PROGRESSD_{name}": value})
+
+
+def test_log_settings_take_any_case() -> None:
+    settings = Settings.from_env({"PROGRESSD_LOG_FORMAT": "JSON", "PROGRESSD_LOG_LEVEL": "Warning"})
+    assert (settings.log_format, settings.log_level) == ("json", "warning")
