@@ -5,8 +5,8 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
-HOST ?= 127.0.0.1
-PORT ?= 8000
+HOST ?= $(or $(PROGRESSD_HOST),127.0.0.1)
+PORT ?= $(or $(PROGRESSD_PORT),8000)
 
 .PHONY: run test lint typecheck unit integration bench bench-quick bench-eta install clean browsers
 

@@ -21,6 +21,15 @@ class IllegalTransition(DomainError):
         super().__init__(f"cannot {action} {subject}: expected {wanted}, actual {actual}")
 
 
+class AlreadyRestarted(DomainError):
+    """A finished task was restarted once already: the task that carries its plan on is the one to restart."""
+
+    def __init__(self, task_id: str, restarted_as: str) -> None:
+        self.task_id = task_id
+        self.restarted_as = restarted_as
+        super().__init__(f"task {task_id} was already restarted as {restarted_as}: restart that task instead")
+
+
 class UnknownStep(DomainError):
     """A command named a step or a substep the task does not have."""
 

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.domain import Snapshot as AggregateSnapshot
 
-from domain.errors import IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
+from domain.errors import AlreadyRestarted, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
 from domain.state import ACTIVE_STEP, FINISHED_STEP, STEP_FROM, TASK_FROM, StepStatus, TaskStatus
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -326,6 +326,8 @@ class Task(Aggregate):
         """Link this finished task to the task that restarted its plan."""
         if self.status not in (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.FAILED):
             raise IllegalTransition("task", "restart", ["completed", "cancelled", "failed"], self.status)
+        if self.restarted_as is not None:  # a second restart (a double click) would fork the plan in two
+            raise AlreadyRestarted(str(self.id), self.restarted_as)
         self._restarted(new_task_id=new_task_id, idem=idem, timestamp=at)
 
     def log(

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from domain.errors import IllegalTransition
+from domain.errors import AlreadyRestarted, IllegalTransition
 from gateway.body import decode, idempotency_key
 from gateway.problems import Problem
 from gateway.routes import commanding, json_response, runtime, who
@@ -151,6 +151,8 @@ async def converse(request: Request, scope: str | None, message: str, key: str |
                 outcome = await rt.service.restart(UUID(tid), scope, key)
             except IllegalTransition as exc:
                 return Answer(replies.refused_reply(view, "start over", str(exc.actual)), tid)
+            except AlreadyRestarted as exc:
+                return Answer(replies.already_restarted_reply(view, exc.restarted_as), exc.restarted_as)
             await rt.settle(outcome.position)
             new = outcome.view
             return Answer(replies.restarted_reply(view, new), str(new["task_id"]), replies.actions_for(new))

@@ -8,7 +8,14 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from domain.errors import DomainError, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
+from domain.errors import (
+    AlreadyRestarted,
+    DomainError,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidValue,
+    UnknownStep,
+)
 from infra.readside import BadCursor
 from infra.service import StoreUnavailable, VersionMismatch, WriteContended
 from infra.store import TaskNotFound
@@ -58,6 +65,8 @@ def to_problem(exc: Exception) -> Problem:
                 expected=list(exc.expected),
                 actual=exc.actual,
             )
+        case AlreadyRestarted():
+            return Problem(409, "already-restarted", str(exc), restarted_as=exc.restarted_as)
         case InvalidValue():
             return Problem(
                 422, "invalid-field", str(exc), errors=[{"path": f"$.{exc.field}", "detail": str(exc)}]

@@ -225,6 +225,10 @@ def restarted_reply(old: View, new: View) -> str:
     )
 
 
+def already_restarted_reply(old: View, new_id: str) -> str:
+    return f"Your {task_phrase(old['title'])} was already started over: the new task is {new_id}."
+
+
 def approved_reply(view: View, order: int) -> str:
     step = _step(view, order)
     name = f": {step['name']}" if step else ""

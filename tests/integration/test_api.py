@@ -180,6 +180,11 @@ def test_pause_resume_cancel_and_restart(client: TestClient) -> None:
     assert [s["name"] for s in restarted["steps"]] == [s["name"] for s in CRM["steps"]]
     old = client.get(f"/api/tasks/{tid}/progress").json()
     assert old["status"] == "cancelled" and old["restarted_as"] == restarted["task_id"]
+    listed = len(client.get("/api/tasks").json()["tasks"])
+    twice = assert_problem(client.post(f"/api/tasks/{tid}/restart"), 409, "already-restarted")
+    assert twice["restarted_as"] == restarted["task_id"]  # a double click makes no second task
+    assert len(client.get("/api/tasks").json()["tasks"]) == listed
+    assert client.get(f"/api/tasks/{tid}/progress").json()["version"] == old["version"]
     cancelled = post(client, f"/api/tasks/{restarted['task_id']}/cancel", {"reason": "changed my mind"})
     assert cancelled["status"] == "cancelled"
     again = client.post(f"/api/tasks/{restarted['task_id']}/cancel")

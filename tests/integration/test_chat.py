@@ -167,6 +167,11 @@ def test_cancel_and_start_over_replies_with_the_new_task(client: TestClient, tok
     )
     assert view(client, tokens["alice"], old)["restarted_as"] == new
     assert view(client, tokens["alice"], new)["restarted_from"] == old
+    twice = say(client, tokens["alice"], f"Start task {old} over")  # asked again: no third task
+    assert twice["reply"] == (
+        f"Your Cellphone Store CRM task was already started over: the new task is {new}."
+    )
+    assert twice["task_id"] == new
     # "my CRM task" now means the new one, with no question asked.
     again = say(client, tokens["alice"], "How's my CRM task going?")
     assert again["task_id"] == new and again["reply"].startswith(

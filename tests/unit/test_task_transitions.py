@@ -18,7 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.errors import DomainError, IdempotencyKeyReused, IllegalTransition, InvalidValue, UnknownStep
+from domain.errors import (
+    AlreadyRestarted,
+    DomainError,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidValue,
+    UnknownStep,
+)
 from domain.progress import current_step, progress_view, task_percent, whole
 from domain.state import FINISHED_STEP, STEP_FROM, TASK_FROM, TERMINAL_TASK, StepStatus, TaskStatus
 from domain.task import LOG_LEVELS, MAX_REMEMBERED_KEYS, StepPlan, Task
@@ -386,6 +393,9 @@ def test_mark_restarted_table(task_status: TaskStatus, step_status: StepStatus) 
         assert len(task.collect_events()) == 1
         assert task.restarted_as == "new-task"
         assert task.status is task_status
+        again = assert_rejected(task, AlreadyRestarted, lambda: task.mark_restarted("newer", at=clock()))
+        assert again.restarted_as == "new-task" and "restart that task instead" in str(again)
+        assert task.restarted_as == "new-task"
     else:
         err = assert_rejected(task, IllegalTransition, lambda: task.mark_restarted("new", at=clock()))
         assert err.expected == ("completed", "cancelled", "failed")
@@ -1315,5 +1325,9 @@ def test_terminal_tasks_refuse_every_state_changing_command(
     for call in _commands_of(task):
         assert_rejected(task, IllegalTransition, call)
     task.log("info", "still here", at=clock())
-    task.mark_restarted("t-next", at=clock())
-    assert len(task.collect_events()) == 2
+    if task.restarted_as is None:
+        task.mark_restarted("t-next", at=clock())
+        assert len(task.collect_events()) == 2
+    else:  # the script restarted it already: once is all
+        assert len(task.collect_events()) == 1
+        assert_rejected(task, AlreadyRestarted, lambda: task.mark_restarted("t-next", at=clock()))
