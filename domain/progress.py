@@ -76,6 +76,7 @@ def step_view(step: Step, now: datetime) -> dict[str, Any]:
         "updated_at": iso(step.updated_at),
         "attempts": step.attempts,
         "error": step.error,
+        "result": step.result,
         "approval": (
             {"message": step.approval_message, "requested_at": iso(step.approval_requested_at)}
             if step.status is StepStatus.APPROVAL

@@ -52,6 +52,7 @@ class Step:
     approval_requested_at: datetime | None = None
     error: str | None = None
     updated_at: datetime | None = None
+    result: str | None = None  # what the worker said the step produced, when it completed
 
     @property
     def percent(self) -> float:
@@ -257,7 +258,7 @@ class Task(Aggregate):
     ) -> None:
         """Complete a running step; the task completes with it when no step is left."""
         self._check("complete", order)
-        self._step_completed(order=order, idem=idem, timestamp=at)
+        self._step_completed(order=order, result=result, idem=idem, timestamp=at)
         if all(s.status in FINISHED_STEP for s in self.steps):
             self._task_completed(result=result, timestamp=self.modified_on)
 
@@ -421,10 +422,13 @@ class Task(Aggregate):
         self._touch(step, idem, _at(timestamp))
 
     @event("StepCompleted")
-    def _step_completed(self, order: int, idem: str | None, timestamp: datetime | None) -> None:
+    def _step_completed(
+        self, order: int, result: str | None, idem: str | None, timestamp: datetime | None
+    ) -> None:
         at = _at(timestamp)
         step = self.step(order)
         step.status = StepStatus.COMPLETED
+        step.result = result
         step.reported = 100.0
         step.finished_at = at
         step.release(at)
@@ -609,7 +613,14 @@ def _upcast_created_v1_v2(state: dict[str, Any]) -> None:
     state.setdefault("task_id", None)
 
 
+def _upcast_step_completed_v1_v2(state: dict[str, Any]) -> None:
+    """Version 1 kept no result for the step (only the task's, when the step completed it)."""
+    state.setdefault("result", None)
+
+
 # Schema versions of the Task's events. A stored event records the version it was written with; when an
 # older one is read, eventsourcing calls upcast_vN_vN+1 on its state until it has today's shape.
 Task.Created.class_version = 2  # type: ignore[attr-defined]
 Task.Created.upcast_v1_v2 = staticmethod(_upcast_created_v1_v2)  # type: ignore[attr-defined]
+Task.StepCompleted.class_version = 2  # type: ignore[attr-defined]
+Task.StepCompleted.upcast_v1_v2 = staticmethod(_upcast_step_completed_v1_v2)  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ class StepView(Struct, forbid_unknown_fields=True):
     updated_at: str | None
     attempts: int
     error: str | None
+    result: str | None
     approval: ApprovalRequest | None
     work_ms: int | None
 

@@ -63,6 +63,7 @@ class StepComplete(Message, tag="step_complete"):
     step: int
     name: str
     duration_ms: int | None = None
+    result: str | None = None
 
 
 class StepFailed(Message, tag="step_failed"):
@@ -216,7 +217,11 @@ def _messages(event: Any, task: Task, position: int) -> list[Message]:
             step = task.step(order or 0)
             return [
                 StepComplete(
-                    **base, step=step.order, name=step.name, duration_ms=step.active_ms(event.timestamp)
+                    **base,
+                    step=step.order,
+                    name=step.name,
+                    duration_ms=step.active_ms(event.timestamp),
+                    result=event.result,
                 ),
                 _progress(base, task, order),
             ]

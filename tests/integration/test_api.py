@@ -120,11 +120,13 @@ def test_task_completes_when_every_step_is_done_or_skipped(client: TestClient) -
     base = f"/api/tasks/{tid}/steps"
     for order in (1, 2, 3):
         post(client, f"{base}/{order}/start")
-        post(client, f"{base}/{order}/complete")
+        post(client, f"{base}/{order}/complete", {"result": f"result {order}"} if order != 2 else None)
     done = post(client, f"{base}/4/skip", {"reason": "not needed"})
     assert done["status"] == "completed"
     assert done["progress"] == 100
     assert done["finished_at"] is not None
+    assert [s["result"] for s in done["steps"]] == ["result 1", None, "result 3", None]
+    assert done["result"] is None  # the skip completed the task, and a skip carries no result
 
 
 def test_fail_retry_and_skip_on_a_failed_step(client: TestClient) -> None:

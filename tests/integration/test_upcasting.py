@@ -54,3 +54,35 @@ def test_v1_created_event_is_upcast_on_replay(tmp_path: Path) -> None:
     app.save(new)
     assert b'"class_version":2' in app.recorder.select_events(new.id, lte=1)[0].state
     app.close()
+
+
+def test_v1_step_completed_event_replays_with_no_step_result(tmp_path: Path) -> None:
+    app = open_store(Settings(data_dir=tmp_path))
+    task = Task.plan("Import", "alice", [StepPlan("Load"), StepPlan("Check")])
+    task.start_step(1)
+    app.save(task)
+    # The version-1 shape of StepCompleted: no result, no class_version.
+    at = {"_type_": "datetime_iso", "_data_": datetime(2024, 1, 15, 10, 5, tzinfo=UTC).isoformat()}
+    v1_state = {"timestamp": at, "order": 1, "idem": None}
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=task.id,
+                originator_version=task.version + 1,
+                topic="domain.task:Task.StepCompleted",
+                state=json.dumps(v1_state).encode(),
+            )
+        ]
+    )
+    replayed = app.task(task.id)
+    assert replayed.steps[0].status == "completed" and replayed.steps[0].result is None
+    assert progress_view(replayed)["steps"][0]["result"] is None
+    # Today's events carry the step's result, and say their version.
+    replayed.start_step(2)
+    replayed.complete_step(2, result="1,204 rows checked")
+    app.save(replayed)
+    again = app.task(task.id)
+    assert [s.result for s in again.steps] == [None, "1,204 rows checked"]
+    assert again.result == "1,204 rows checked"  # the step that completed the task gives the task's result
+    assert b'"class_version":2' in app.recorder.select_events(task.id, gt=again.version - 2)[0].state
+    app.close()
