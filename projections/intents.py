@@ -146,6 +146,9 @@ class Intent:
     lines: int = DEFAULT_LOG_LINES
     errors_only: bool = False
     comment: str | None = None
+    # Words that only tell tasks apart when their titles differ by them ("alpha one" and "alpha two"):
+    # numbers, and stop words that a title may still hold.
+    extra: tuple[str, ...] = field(default=(), compare=False)
 
 
 def normalise(message: str) -> str:
@@ -192,7 +195,8 @@ def parse(message: str) -> Intent:
         for t in tokens
         if t not in _STOPWORDS and t not in _KEYWORDS and not t.isdigit() and t not in _NUMBERS
     )
-    return Intent(kind, words, task_id, step, lines, errors_only, comment)
+    extra = tuple(dict.fromkeys(t for t in tokens if t not in words and t not in _KEYWORDS))
+    return Intent(kind, words, task_id, step, lines, errors_only, comment, extra)
 
 
 _QUESTION = re.compile(
@@ -263,6 +267,21 @@ def word_matches(word: str, title: Sequence[str]) -> bool:
     return False
 
 
+def _closest(intent: Intent, matches: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Of several titles that every naming word matches: those that also hold the message's other words
+    that some of them hold ("alpha one" and "alpha two"), then those the message names whole."""
+    titles = [set(title_words(str(t["title"]))) for t in matches]
+    telling = {w for w in intent.extra if any(w in title for title in titles)}
+    if telling:
+        scores = [len(telling & title) for title in titles]
+        best = max(scores)
+        matches = [t for t, score in zip(matches, scores, strict=True) if score == best]
+        titles = [title for title, score in zip(titles, scores, strict=True) if score == best]
+    named = set(intent.words) | telling
+    whole = [t for t, title in zip(matches, titles, strict=True) if title <= named]
+    return whole or matches
+
+
 def resolve(intent: Intent, tasks: Sequence[Mapping[str, Any]], *, prefer_active: bool = True) -> Resolution:
     """The task among `tasks` (the caller's views, newest first) that the intent names."""
     if intent.task_id:
@@ -277,6 +296,8 @@ def resolve(intent: Intent, tasks: Sequence[Mapping[str, Any]], *, prefer_active
     current = [t for t in matches if not t.get("restarted_as")]
     if current:
         matches = current
+    if len(matches) > 1 and intent.words:
+        matches = _closest(intent, matches)
     if len(matches) > 1 and prefer_active:
         active = [t for t in matches if t.get("status") in ACTIVE]
         if active:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
@@ -11,9 +12,23 @@ from hypothesis import HealthCheck, settings
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.openapi import History, Logs, ProgressView, TaskPage, build
+from gateway.openapi import (
+    ChatAnswer,
+    Feed,
+    History,
+    Logs,
+    Preferences,
+    ProgressView,
+    SubscriptionAdded,
+    Subscriptions,
+    TaskNotifications,
+    TaskPage,
+    WebhookAnswer,
+    build,
+)
 from infra.settings import Settings
 from tests.e2e.conftest import ServerProcess
+from tests.integration.notify_kit import Browser
 
 PLAN = {"title": "CRM", "complexity": 2, "steps": [{"name": "a", "substeps": ["x"]}, {"name": "b"}]}
 
@@ -41,6 +56,47 @@ def test_real_responses_match_the_documented_types(tmp_path: Path) -> None:
         assert served["openapi"] == "3.1.0"
         assert "/api/tasks/{task_id}/steps/{order}/progress" in served["paths"]
         assert "progressd API" in client.get("/docs").text
+
+
+def test_chat_and_notification_responses_match_the_documented_types(tmp_path: Path) -> None:
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+        tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
+        client.post("/api/tasks", json={**PLAN, "title": "CRM for the dentist"})
+        client.post(f"/api/tasks/{tid}/steps/1/start")
+        for message in ("How's my CRM going?", "status of my crm", "pause task " + tid, "help"):
+            answer = client.post("/api/chat", json={"message": message})
+            assert answer.status_code == 200, answer.text
+            msgspec.convert(answer.json(), ChatAnswer)
+        asked = msgspec.convert(client.post("/api/chat", json={"message": "status of my crm"}).json(), ChatAnswer)
+        assert len(asked.choices) == 2  # two CRM tasks: it asks which
+        hook = client.post("/api/chat/webhook", json={"text": "resume task " + tid, "user": "u1", "channel": "c"})
+        said = msgspec.convert(hook.json(), WebhookAnswer)
+        assert said.text == said.reply and said.channel == "c" and said.actions
+
+        prefs = msgspec.convert(client.get("/api/notification-preferences").json(), Preferences)
+        changed = client.put("/api/notification-preferences", json={"email_min_minutes": 3})
+        assert msgspec.convert(changed.json(), Preferences).email_min_minutes == 3 != prefs.email_min_minutes
+        added = client.post("/api/push-subscriptions", json=Browser("https://push.example/x").subscription())
+        assert added.status_code == 201, added.text
+        sub = msgspec.convert(added.json(), SubscriptionAdded)
+        listed = msgspec.convert(client.get("/api/push-subscriptions").json(), Subscriptions)
+        assert [s.id for s in listed.subscriptions] == [sub.id]
+        assert client.delete(f"/api/push-subscriptions/{sub.id}").status_code == 204
+
+        deadline = time.monotonic() + 10
+        while True:  # the notifier turns the outbox into deliveries in the background
+            rows = msgspec.convert(client.get(f"/api/tasks/{tid}/notifications").json(), TaskNotifications)
+            if any(d.channel == "browser" and d.state == "sent" for d in rows.notifications):
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.05)
+        assert all(d.next_at.endswith("Z") for d in rows.notifications)  # times are ISO, like everywhere else
+        feed = msgspec.convert(client.get("/api/notifications").json(), Feed)
+        assert feed.notifications and feed.next == feed.notifications[-1].id
+        served = client.get("/openapi.json").json()["paths"]
+        for path in ("/api/chat", "/api/chat/webhook", "/api/notifications", "/api/notification-preferences"):
+            assert path in served
+        assert {"get", "post"} <= set(served["/api/push-subscriptions"])
 
 
 @pytest.fixture(scope="module")

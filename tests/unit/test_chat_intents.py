@@ -139,3 +139,23 @@ def test_short_id_picks_among_same_titles() -> None:
     b = view("Cellphone Store CRM", tid="9f8e7d6c-0000-0000-0000-000000000002")
     assert resolve(parse("status of my CRM task"), [a, b]).ambiguous
     assert resolve(parse("status of task 9f8e7d6c"), [a, b]).task == b
+
+
+def test_titles_that_differ_by_a_number_or_a_small_word_are_told_apart() -> None:
+    one, two = view("alpha one", tid="a1"), view("alpha two", tid="a2")
+    assert resolve(parse("pause my alpha one task"), [two, one]).task == one
+    assert resolve(parse("approve step 2 of alpha two"), [one, two]).task == two
+    assert resolve(parse("how is alpha going"), [one, two]).ambiguous  # nothing tells them apart
+    third, fourth = view("Import 3", tid="i3"), view("Import 4", tid="i4")
+    assert resolve(parse("status of import 4"), [third, fourth]).task == fourth
+    # A step number that no title holds tells nothing.
+    assert resolve(parse("approve step 2 of my import"), [third, fourth]).ambiguous
+
+
+def test_a_title_named_whole_wins_over_longer_ones() -> None:
+    plain = view("nightly import", "completed", tid="n1")
+    failing = view("nightly import fail", "failed", tid="n2")
+    assert resolve(parse("status of my nightly import task"), [failing, plain]).task == plain
+    assert resolve(parse("status of nightly import fail"), [failing, plain]).task == failing
+    # Part of both titles, neither whole: the one still going, as before.
+    assert resolve(parse("status of my nightly task"), [failing, plain]).task == failing
