@@ -12,6 +12,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway import wire
+from gateway.chat import ChatIn, WebhookIn
+from gateway.notify_routes import PreferencesIn, SubscriptionIn
 
 # ---- response shapes (forbid_unknown_fields: a test converts real responses into them, so they can't drift)
 
@@ -153,6 +155,127 @@ class Ready(Struct):
     lag: dict[str, int]
 
 
+class ChatAction(Struct, forbid_unknown_fields=True):
+    """A button a chat client may show: sending `message` performs it."""
+
+    action: Literal["approve", "reject", "pause", "resume", "cancel", "restart"]
+    label: str
+    message: str
+    task_id: str
+
+
+class ChatChoice(Struct, forbid_unknown_fields=True):
+    """One of the tasks a message could mean, when it named several."""
+
+    task_id: str
+    title: str
+    status: str
+    progress: int
+
+
+class ChatAnswer(Struct, forbid_unknown_fields=True):
+    reply: str
+    task_id: str | None = None
+    actions: list[ChatAction] = []
+    choices: list[ChatChoice] = []
+
+
+class WebhookAnswer(Struct, forbid_unknown_fields=True):
+    """The chat answer for a bot platform: `text` is the reply; `user` and `channel` come back as sent."""
+
+    text: str
+    reply: str
+    task_id: str | None = None
+    actions: list[ChatAction] = []
+    choices: list[ChatChoice] = []
+    user: str | None = None
+    channel: str | None = None
+
+
+class FeedItem(Struct, forbid_unknown_fields=True):
+    id: int
+    task_id: str
+    kind: str
+    text: str
+    detail: str
+    title: str
+    step: int | None
+    seq: int
+    position: int
+    at: str
+    url: str
+
+
+class Feed(Struct, forbid_unknown_fields=True):
+    """The browser channel's notifications after a cursor; `next` is the cursor to ask with next time."""
+
+    notifications: list[FeedItem]
+    next: int
+
+
+class Delivery(Struct, forbid_unknown_fields=True):
+    """One notification on one channel, and how its delivery went."""
+
+    id: int
+    dedupe_key: str
+    kind: str
+    channel: str
+    text: str
+    detail: str
+    step: int | None
+    at: str
+    state: Literal["pending", "sending", "sent", "skipped", "expired", "dead"]
+    attempts: int
+    last_error: str | None
+    sent_at: str | None
+    next_at: str
+
+
+class TaskNotifications(Struct, forbid_unknown_fields=True):
+    task_id: str
+    notifications: list[Delivery]
+
+
+class ChannelsAvailable(Struct, forbid_unknown_fields=True):
+    """Which channels this server can deliver on (email, chat and ntfy need server settings)."""
+
+    browser: bool
+    email: bool
+    chat: bool
+    push: bool
+    ntfy: bool
+
+
+class Preferences(Struct, forbid_unknown_fields=True):
+    owner: str
+    events: dict[str, list[str]]
+    email: str | None
+    email_min_minutes: float
+    ntfy_topic: str | None
+    kinds: list[str]
+    channels: list[str]
+    available: ChannelsAvailable
+
+
+class Subscription(Struct, forbid_unknown_fields=True):
+    id: str
+    endpoint: str
+    created_at: str
+
+
+class SubscriptionAdded(Struct, forbid_unknown_fields=True):
+    id: str
+    endpoint: str
+    created_at: str
+    owner: str
+    vapid_public_key: str
+
+
+class Subscriptions(Struct, forbid_unknown_fields=True):
+    vapid_public_key: str
+    subscriptions: list[Subscription]
+
+
 # ---- paths ---------------------------------------------------------------------------------------------
 
 TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -167,6 +290,7 @@ ERRORS = {
     for code, text in {
         "400": "Malformed request",
         "401": "No valid token",
+        "403": "The token's role may not do this",
         "404": "No such task, step or route",
         "409": "The state does not allow this command",
         "412": "If-Match did not match",
@@ -200,6 +324,17 @@ def _command(
     if body is not None:
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
     return {"post": op}
+
+
+def _post(summary: str, body: type[Struct], answer: type[Struct], created: bool = False) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [IDEMPOTENCY],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
+            "responses": {("201" if created else "200"): _json(answer, summary), **ERRORS},
+        }
+    }
 
 
 def _query(summary: str, kind: type[Struct], params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,6 +413,44 @@ def build() -> dict[str, Any]:
                 {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
             ],
         ),
+        "/api/tasks/{task_id}/notifications": _query(
+            "The task's notifications on every channel, and how their delivery went",
+            TaskNotifications,
+            [TASK_ID],
+        ),
+        "/api/chat": _post("Ask about your tasks, or tell one what to do, in words", ChatIn, ChatAnswer),
+        "/api/chat/webhook": _post(
+            "The same, for a bot platform (Slack, Teams, a webhook relay)", WebhookIn, WebhookAnswer
+        ),
+        "/api/notifications": _query(
+            "Notifications for the browser channel (the page's feed), oldest first",
+            Feed,
+            [_int("after", "Only notifications after this id"), _int("limit", "At most this many", 1, 500)],
+        ),
+        "/api/notification-preferences": {
+            **_query("Which notifications go to which channels", Preferences, []),
+            "put": _post(
+                "Replace the preferences; fields left out get their defaults", PreferencesIn, Preferences
+            )["post"],
+        },
+        "/api/push-subscriptions": {
+            **_query("This owner's Web Push subscriptions and the server's VAPID key", Subscriptions, []),
+            **_post(
+                "Subscribe a browser (its PushSubscription.toJSON())",
+                SubscriptionIn,
+                SubscriptionAdded,
+                created=True,
+            ),
+        },
+        "/api/push-subscriptions/{sub_id}": {
+            "delete": {
+                "summary": "Unsubscribe",
+                "parameters": [
+                    {"name": "sub_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"204": {"description": "Gone"}, **ERRORS},
+            }
+        },
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(Health, "Up")}}},
         "/readyz": {
             "get": {
@@ -303,6 +476,17 @@ def build() -> dict[str, Any]:
         Events,
         Health,
         Ready,
+        TaskNotifications,
+        ChatIn,
+        ChatAnswer,
+        WebhookIn,
+        WebhookAnswer,
+        Feed,
+        Preferences,
+        PreferencesIn,
+        Subscriptions,
+        SubscriptionIn,
+        SubscriptionAdded,
         wire.CreateTaskIn,
         wire.LogIn,
         *wire.STEP_BODIES.values(),

@@ -393,11 +393,13 @@ class NotifyStore:
         )
 
     def for_task(self, task_id: str) -> list[Row]:
-        return self.db.query(
+        """A task's deliveries on every channel, times in ISO 8601 (`next_at`: when it is tried next)."""
+        rows = self.db.query(
             "SELECT id, dedupe_key, kind, channel, text, detail, step, at, state, attempts, last_error, "
             "sent_at, next_at FROM notification_deliveries WHERE task_id = :t ORDER BY id",
             {"t": task_id},
         )
+        return [{**row, "next_at": _now_iso(float(row["next_at"]))} for row in rows]
 
     def deliveries(self) -> list[Row]:
         """Every delivery row, for tests and the operator."""

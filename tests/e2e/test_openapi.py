@@ -60,16 +60,20 @@ def test_real_responses_match_the_documented_types(tmp_path: Path) -> None:
 
 def test_chat_and_notification_responses_match_the_documented_types(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
-        tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
-        client.post("/api/tasks", json={**PLAN, "title": "CRM for the dentist"})
+        tid = client.post("/api/tasks", json={**PLAN, "title": "Shop CRM"}).json()["task_id"]
+        client.post("/api/tasks", json={**PLAN, "title": "Dentist CRM"})
         client.post(f"/api/tasks/{tid}/steps/1/start")
-        for message in ("How's my CRM going?", "status of my crm", "pause task " + tid, "help"):
+        for message in ("How's my shop CRM going?", "status of my crm", "pause task " + tid, "help"):
             answer = client.post("/api/chat", json={"message": message})
             assert answer.status_code == 200, answer.text
             msgspec.convert(answer.json(), ChatAnswer)
-        asked = msgspec.convert(client.post("/api/chat", json={"message": "status of my crm"}).json(), ChatAnswer)
+        asked = msgspec.convert(
+            client.post("/api/chat", json={"message": "status of my crm"}).json(), ChatAnswer
+        )
         assert len(asked.choices) == 2  # two CRM tasks: it asks which
-        hook = client.post("/api/chat/webhook", json={"text": "resume task " + tid, "user": "u1", "channel": "c"})
+        hook = client.post(
+            "/api/chat/webhook", json={"text": "resume task " + tid, "user": "u1", "channel": "c"}
+        )
         said = msgspec.convert(hook.json(), WebhookAnswer)
         assert said.text == said.reply and said.channel == "c" and said.actions
 
