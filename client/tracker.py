@@ -177,7 +177,7 @@ class Step:
         self.tracker._run(self._core.log(message, level, self.order))
 
     def complete(self, result: str | None = None) -> None:
-        """Complete the step now; `result` is kept as the task's result when this completes the task."""
+        """Complete the step now; the step keeps `result`, and so does the task when this completes it."""
         self.tracker._run(self._core.complete(self.order, result))
 
     def fail(self, error: str) -> None:
