@@ -72,9 +72,24 @@ class Auth:
             log.warning(
                 "local_mode", detail=f"no API tokens exist: every request acts as '{who}' (loopback only)"
             )
+        self._local_checked = time.monotonic()
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._buckets: dict[str, Bucket] = {}
         self.sockets: dict[str, int] = {}
+
+    async def is_local(self) -> bool:
+        """Open local mode: only while no active token exists, looked up again every few seconds (the first
+        `progressd token create` closes it on a running server, as a revocation takes effect), and only on
+        loopback (revoking every token on a public address leaves every request without a valid token)."""
+        now = time.monotonic()
+        if now - self._local_checked > CACHE_SECONDS:
+            self._local_checked = now
+            active = await asyncio.to_thread(self.tokens.any_active)
+            local = not active and is_loopback(self.settings.host)
+            if local != self.local:
+                log.warning("local_mode" if local else "local_mode_ended", tokens=active)
+            self.local = local
+        return self.local
 
     @property
     def local_principal(self) -> Principal:
@@ -82,7 +97,7 @@ class Auth:
 
     async def resolve(self, token: str | None) -> Principal:
         """The principal for a presented token; 401 problem when it is missing or unknown."""
-        if self.local:
+        if await self.is_local():
             return self.local_principal
         if not token:
             raise unauthorized("an API token is required: send `Authorization: Bearer <token>`")

@@ -158,7 +158,7 @@ class Connection:
 
     async def authenticate(self) -> Principal | None:
         """Token from the Authorization header, or from a first `auth` frame within a few seconds."""
-        if "authorization" in self.ws.headers or self.auth.local:
+        if "authorization" in self.ws.headers or await self.auth.is_local():
             return await self.auth.request(self.ws)
         await self.ws.accept()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,42 @@ def test_local_mode_on_loopback_without_tokens(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
         created = c.post("/api/tasks", json=PLAN)
         assert created.status_code == 201 and created.json()["owner"] == "local"
+
+
+def test_the_first_token_ends_local_mode_on_a_running_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        assert c.post("/api/tasks", json=PLAN).status_code == 201  # local mode: no token needed
+        store = TokenStore(Settings(data_dir=tmp_path))
+        token_id, token = store.create(Role.OWNER, "carol")  # `progressd token create`, server running
+        time.sleep(0.1)
+        refused = c.get("/api/tasks")
+        assert refused.status_code == 401, refused.text
+        with c.websocket_connect("/ws/tasks") as ws:
+            ws.send_text('{"type": "ping"}')  # not an auth frame: refused
+            assert ws.receive_json()["code"] == "unauthorized"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4401
+        mine = c.get("/api/tasks", headers=bearer(token))
+        assert mine.status_code == 200 and mine.json()["tasks"] == []  # local's task is not carol's
+        # Revoking every token on loopback opens local mode again, as a restart would.
+        assert store.revoke(token_id)
+        time.sleep(0.1)
+        assert c.get("/api/tasks").status_code == 200
+
+
+def test_revoking_every_token_on_a_public_address_locks_every_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
+    store = TokenStore(Settings(data_dir=tmp_path))
+    token_id, token = store.create(Role.OWNER, "carol")
+    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))) as c:
+        assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
+        assert store.revoke(token_id)
+        time.sleep(0.1)
+        assert c.get("/api/tasks").status_code == 401
+        assert c.get("/api/tasks", headers=bearer(token)).status_code == 401
