@@ -300,11 +300,12 @@ class TaskCore:
         body = None if result is None else {"result": clip(result)}
         yield from self._finish(order, "complete", body, ("completed", "skipped"))
 
-    def fail(self, order: int, error: str) -> Flow[None]:
+    def fail(self, order: int, error: str, *, wait_for_approval: bool = True) -> Flow[None]:
         if not error.strip():
             raise ValueError("error must not be empty")
         yield from self.flush(order)
-        yield from self._finish(order, "fail", {"error": clip(error)}, ("failed",))
+        body = {"error": clip(error)}
+        yield from self._finish(order, "fail", body, ("failed",), wait_for_approval=wait_for_approval)
 
     def skip(self, order: int, reason: str | None = None) -> Flow[None]:
         yield from self.flush(order)
@@ -316,10 +317,17 @@ class TaskCore:
         yield from self.command(f"/steps/{order}/retry", order=order)
 
     def _finish(
-        self, order: int, action: str, body: dict[str, Any] | None, already: tuple[str, ...]
+        self,
+        order: int,
+        action: str,
+        body: dict[str, Any] | None,
+        already: tuple[str, ...],
+        *,
+        wait_for_approval: bool = True,
     ) -> Flow[None]:
         try:
-            yield from self.command(f"/steps/{order}/{action}", body, order=order)
+            waits = order if wait_for_approval else None
+            yield from self.command(f"/steps/{order}/{action}", body, order=waits)
         except ProgressdError as exc:
             found = conflict(exc)
             if found is None or found[0] != f"step {order}" or found[1] not in already:
@@ -355,7 +363,9 @@ class TaskCore:
         if isinstance(exc, Interrupted | Unavailable) or not isinstance(exc, Exception | KeyboardInterrupt):
             return
         try:
-            yield from self.fail(order, describe(exc))
+            # Not waiting for an approval first: a worker that gave up waiting for one (await_approval's
+            # TimeoutError) would wait for ever here. The step stays with the person; the error goes on.
+            yield from self.fail(order, describe(exc), wait_for_approval=False)
         except (ProgressdError, Interrupted) as secondary:
             log.warning("could not report step %d failed: %s", order, secondary)
 

@@ -309,6 +309,17 @@ def test_await_approval_gives_up_after_its_timeout() -> None:
     assert api.steps[0]["status"] == "approval"
 
 
+def test_an_approval_timeout_inside_a_step_block_leaves_the_block_with_the_timeout() -> None:
+    api = FakeApi()
+    tracker = tracker_for(api)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="still awaits approval"), tracker.step(1) as step:
+        step.await_approval("Deploy to production?", timeout=0.05)
+    assert time.monotonic() - started < 5  # it used to wait for the approval again, for ever
+    assert api.steps[0]["status"] == "approval"  # still the person's to decide
+    assert api.commands("fail") == []  # the server refused the failure report: a step awaiting approval
+
+
 def test_entering_a_step_that_requires_approval_waits_for_it() -> None:
     api = FakeApi(approval=(2,))
     tracker = tracker_for(api)
