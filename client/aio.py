@@ -156,6 +156,12 @@ class AsyncStep:
     def status(self) -> str:
         return str(self.tracker.view["steps"][self.order - 1]["status"])
 
+    @property
+    def earlier(self) -> bool:
+        """True when an earlier run of this worker (the same `key`) finished the step: the block may skip
+        its work; its progress and substep reports are dropped, and leaving it reports nothing."""
+        return self.order in self._core.earlier
+
     async def start(self) -> AsyncStep:
         await self.tracker._run(self._core.start(self.order))
         return self

@@ -93,6 +93,7 @@ class TaskCore:
         self.seen_at = -math.inf
         self.throttles: dict[int, Throttle] = {}
         self.finished: set[int] = set()
+        self.earlier: set[int] = set()  # steps an earlier run (same key) finished: their reports are dropped
 
     @property
     def base(self) -> str:
@@ -243,6 +244,8 @@ class TaskCore:
         """Report a percent; held back (latest wins) when the step reported less than an interval ago."""
         if isinstance(percent, bool) or not 0 <= percent <= 100:
             raise ValueError(f"percent must be between 0 and 100, not {percent!r}")
+        if order in self.earlier:
+            return
         yield from self.hold()
         value = self.throttle(order).offer(percent)
         if value is not None:
@@ -268,10 +271,12 @@ class TaskCore:
     # ---- step commands ----------------------------------------------------------------------------------
 
     def start(self, order: int) -> Flow[dict[str, Any]]:
-        """Start a step; a re-run worker finds it running (fine) or failed (retried); then wait for approval
-        when the step requires it."""
+        """Start a step; a re-run worker finds it running (fine), failed (retried), or finished by the earlier
+        run (nothing to do: the block's reports are dropped and leaving it reports nothing); then wait for
+        approval when the step requires it."""
         step_of(self.view, order)  # a step the task does not have is a ValueError, not a 404 later
         self.finished.discard(order)
+        self.earlier.discard(order)
         try:
             view = yield from self.command(f"/steps/{order}/start", order=order)
         except ProgressdError as exc:
@@ -281,6 +286,10 @@ class TaskCore:
             status = step_of(view, order)["status"]
             if status == "failed":
                 view = yield from self.command(f"/steps/{order}/retry", order=order)
+            elif status in ("completed", "skipped"):
+                self.finished.add(order)
+                self.earlier.add(order)
+                return view
             elif status not in ("running", "approval"):
                 raise
         if step_of(view, order)["status"] == "approval":
@@ -288,6 +297,8 @@ class TaskCore:
         return view
 
     def substep_done(self, order: int, n: int) -> Flow[None]:
+        if order in self.earlier:
+            return
         yield from self.flush(order)
         try:
             yield from self.command(f"/steps/{order}/substeps/{n}/done", order=order)

@@ -338,6 +338,22 @@ def test_entering_a_failed_step_again_retries_it() -> None:
     assert [tail for tail, _ in api.applied] == ["steps/1/retry", "steps/1/complete"]
 
 
+def test_a_rerun_finds_the_steps_its_earlier_run_finished_and_reports_nothing_for_them() -> None:
+    api = FakeApi()
+    api.steps[0]["status"] = "completed"
+    api.steps[1]["status"] = "skipped"
+    tracker = tracker_for(api)
+    for order in (1, 2):
+        with tracker.step(order) as step:
+            assert step.earlier and step.status in ("completed", "skipped")
+            step.progress(50)
+            step.substep_done(1)
+    with tracker.step(3) as step:
+        assert not step.earlier
+        step.progress(50)
+    assert [tail for tail, _ in api.applied] == ["steps/3/start", "steps/3/progress", "steps/3/complete"]
+
+
 def test_a_substep_reported_twice_is_not_an_error() -> None:
     api = FakeApi()
     tracker = tracker_for(api)
