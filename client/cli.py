@@ -230,7 +230,7 @@ def run(
         tracker = Tracker.create(name, steps=[name], url=url, token=token, options=options)
         tracker.step(1).start()
         print(f"progressd: task {tracker.task_id}", file=err, flush=True)
-    except (ProgressdError, Interrupted) as exc:
+    except (ProgressdError, Interrupted, ValueError) as exc:  # ValueError: a URL that cannot work
         print(f"progressd: not reporting this run: {exc}", file=err, flush=True)
         if tracker is not None:
             tracker.close()

@@ -7,12 +7,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
 from client.effect import AsyncRunner, Attempt, SyncRunner
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+SCHEMES = ("http", "https", "nats", "tls")
 USER_AGENT = "progressd-client/0.1"
 
 
@@ -27,6 +29,12 @@ class Endpoint:
     def resolve(cls, url: str | None = None, token: str | None = None) -> Endpoint:
         """The given URL and token, else PROGRESSD_URL and PROGRESSD_TOKEN, else the local default."""
         chosen = url or os.environ.get("PROGRESSD_URL") or DEFAULT_URL
+        parts = urlsplit(chosen)
+        if parts.scheme not in SCHEMES or not parts.hostname:
+            # A mistake no retry can mend: said at once, not after a minute of retries.
+            raise ValueError(
+                f"the progressd URL must be {', '.join(s + '://host' for s in SCHEMES)}, not {chosen!r}"
+            )
         return cls(chosen.rstrip("/"), token or os.environ.get("PROGRESSD_TOKEN") or None)
 
     @property
