@@ -160,7 +160,8 @@ def history_from_rows(rows: Iterable[Mapping[str, Any]]) -> HistoryTable:
 def eta_fields(
     view: Mapping[str, Any], history: History, now: datetime, params: EtaParams = DEFAULT_PARAMS
 ) -> dict[str, Any]:
-    """The progress JSON's estimate members for a view served at `now`.
+    """The progress JSON's estimate members for a view served at `now` (and `stalled_step`: the step that
+    has made no progress for far longer than its history suggests, or None).
 
     Estimated at `now` (so a step that has gone quiet is noticed), then stated as of the view's updated_at,
     because clients count eta_seconds down from updated_at while the task runs. needs_attention is the
@@ -174,6 +175,7 @@ def eta_fields(
         for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds"):
             out[name] += gap
     out["needs_attention"] = bool(view.get("needs_attention")) or est.needs_attention
+    out["stalled_step"] = est.stalled_step
     return out
 
 

@@ -75,6 +75,7 @@ class ProgressView(Struct, forbid_unknown_fields=True):
     eta_low_seconds: float | None = None
     eta_high_seconds: float | None = None
     eta_confidence: str | None = None
+    stalled_step: int | None = None
 
 
 class TaskPage(Struct, forbid_unknown_fields=True):

@@ -134,13 +134,17 @@ def _roughly(seconds: float) -> str:
 
 
 def remaining(view: View, seconds: float | None, now: float) -> float | None:
-    """Seconds left, counted down from the view's updated_at while the task runs."""
+    """Seconds left, counted down from the view's updated_at while a step runs; while every active step waits
+    for a person the work clock stands still, and the estimate holds from when the view was read."""
     if seconds is None:
         return None
     updated = parse(view.get("updated_at"))
     if view["status"] != "running" or updated is None:
         return float(seconds)
-    return seconds - max(0.0, now - updated)
+    steps = view.get("steps") or []
+    waiting = bool(steps) and not any(s.get("status") == "running" for s in steps)
+    until = min(now, float(view.get("read_at") or now)) if waiting else now
+    return seconds - max(0.0, until - updated)
 
 
 def eta(view: View, now: float) -> str:

@@ -42,6 +42,7 @@ FINAL = {
     4404: "task not found",
 }
 FINISHED = frozenset({"completed", "cancelled"})
+REREAD_SECONDS = 10.0
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Watcher:
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.commands: set[asyncio.Task[None]] = set()
         self.refresh_soon = asyncio.Event()
+        self.read_at = 0.0  # when a view was last read from the API (monotonic)
         self.done = asyncio.Event()
         self.interactive = sys.stdin.isatty()
 
@@ -201,7 +203,9 @@ class Watcher:
         known = self.views.get(view["task_id"])
         if known is None or view["version"] >= known["version"]:
             view["part"] = 0
+            view["read_at"] = time.time() + self.offset  # the estimate holds from here while nothing runs
             self.views[view["task_id"]] = view
+        self.read_at = time.monotonic()
 
     async def refresher(self) -> None:
         """Re-read the views from the API after transitions (at most a few times a second)."""
@@ -344,6 +348,9 @@ class Watcher:
             # Redrawn from this loop (not rich's refresh thread), so rendering never races the stream.
             with self.keys(), Live(self.render(), console=self.console, auto_refresh=False) as live:
                 while not self.done.is_set():
+                    # A quiet stream brings no news of a growing estimate or a stall: read again now and then.
+                    if time.monotonic() - self.read_at > REREAD_SECONDS:
+                        self.refresh_soon.set()
                     live.update(self.render(), refresh=True)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.done.wait(), 0.25)

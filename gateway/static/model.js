@@ -67,7 +67,10 @@ export function taskSymbol(view) {
 }
 
 export function taskWord(view) {
-  if (taskState(view) === "attention") return "Needs approval";
+  if (taskState(view) === "attention") {
+    if (view.steps?.some((s) => s.status === "approval")) return "Needs approval";
+    return view.stalled_step ? `Step ${view.stalled_step} stalled` : "Needs attention";
+  }
   return TASK_WORD[view.status] ?? view.status;
 }
 
@@ -265,7 +268,11 @@ export function liveWorkMs(view, step, now) {
 export function remaining(view, seconds, now) {
   if (seconds == null) return null;
   if (view.status !== "running") return seconds;
-  return seconds - Math.max(0, (now - Date.parse(view.updated_at)) / 1000);
+  // The server states the estimate as of updated_at. While no step runs (every active step waits for a
+  // person) the work clock stands still: the estimate holds from the moment it was read, not counting down.
+  const waiting = view.steps?.length && !view.steps.some((s) => s.status === "running");
+  const until = waiting ? Math.min(now, view.read_at ?? now) : now;
+  return seconds - Math.max(0, (until - Date.parse(view.updated_at)) / 1000);
 }
 
 export function duration(ms) {

@@ -37,6 +37,7 @@ import {
 } from "./ui.js";
 
 const MAX_LOG_LINES = 400;
+const REREAD_MS = 10_000;
 
 class LogPanel {
   constructor() {
@@ -85,6 +86,7 @@ export function taskPage() {
   let takeNextSnapshot = false;
   let refreshTimer = null;
   let refreshDue = Infinity;
+  let lastRead = 0;
 
   const stream = new LiveStream(`/ws/tasks/${encodeURIComponent(taskId)}`, {
     key: "seq",
@@ -124,7 +126,9 @@ export function taskPage() {
   function adopt(next, force = false) {
     if (!force && !isAtLeastAsNew(next, view)) return;
     next.part = 0;
+    next.read_at = stream.now(); // the estimate is as of this read (see remaining)
     view = next;
+    lastRead = Date.now();
     render();
   }
 
@@ -217,9 +221,10 @@ export function taskPage() {
     const next = step.substeps.findIndex((s) => !s.done);
     const items = step.substeps.map((sub, i) => {
       const last = i === step.substeps.length - 1;
-      const state = sub.done ? "done" : i === next && step.status === "running" ? "active" : "pending";
-      const symbol = { done: "✓", active: "◐", pending: "○" }[state];
-      const note = { done: "", active: "(in progress)", pending: "(pending)" }[state];
+      const held = i === next && step.status === "paused";
+      const state = sub.done ? "done" : i === next && step.status === "running" ? "active" : held ? "paused" : "pending";
+      const symbol = { done: "✓", active: "◐", paused: "⏸", pending: "○" }[state];
+      const note = { done: "", active: "(in progress)", paused: "(paused)", pending: "(pending)" }[state];
       return el(
         "li",
         { class: "substep", "data-state": state },
@@ -281,6 +286,7 @@ export function taskPage() {
         meta.push(duration(work));
       }
       if (step.attempts > 1) meta.push(`attempt ${step.attempts}`);
+      if (state === "running" && view.stalled_step === step.order) meta.push("⚠ no progress for a while");
       const current = step.order === view.current_step && !isFinished(view);
       return el(
         "li",
@@ -396,6 +402,9 @@ export function taskPage() {
 
   streams.add(stream);
   setInterval(() => {
+    // A quiet stream carries no news of the estimate (it grows while a step takes longer than expected) or of
+    // a stall: read the view again every so often while the task is not finished.
+    if (view && !isFinished(view) && Date.now() - lastRead > REREAD_MS) scheduleRefresh(0);
     renderTimes();
     if (view?.steps.some((s) => s.status === "running")) renderSteps();
     if (document.body.dataset.conn === "reconnecting") showConnection("reconnecting", stream);

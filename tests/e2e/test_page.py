@@ -160,7 +160,7 @@ def expect_matches(page: Page, view: dict[str, Any]) -> None:
         line = f"Step {current['order']} of {view['total_steps']}: {current['name']}"
         expect(page.locator("#current")).to_have_text(line)
         if current["substeps"]:
-            done = [("✓" if s["done"] else "[◐○]") for s in current["substeps"]]
+            done = [("✓" if s["done"] else "[◐○⏸]") for s in current["substeps"]]  # ⏸: its step is paused
             expect(page.locator("#substeps .sym")).to_have_text([re.compile(d) for d in done])
     expect(page.locator("#pause")).to_be_visible(visible=view["status"] == "running")
     expect(page.locator("#resume")).to_be_visible(visible=view["status"] == "paused")
@@ -432,6 +432,38 @@ def test_times_and_the_eta_read_like_the_spec(context: BrowserContext) -> None:
         "seconds": "42 s ago",
         "took": "1 min 15 s",
         "live": "2 min remaining",
+    }
+    assert errors == []
+
+
+def test_the_badge_names_the_cause_and_the_eta_waits_with_an_approval(context: BrowserContext) -> None:
+    page, errors = open_page(context, "/")
+    got = page.evaluate(
+        """async () => {
+          const m = await import("/static/model.js");
+          const now = Date.parse("2024-01-15T10:02:00Z");
+          const base = { status: "running", needs_attention: true, updated_at: "2024-01-15T10:01:30.000Z",
+                         read_at: Date.parse("2024-01-15T10:01:35Z"), eta_seconds: 40 };
+          const approval = { ...base, steps: [{ order: 1, status: "approval" }] };
+          const stalled = { ...base, stalled_step: 2, steps: [{ order: 1, status: "completed" },
+                                                             { order: 2, status: "running" }] };
+          return {
+            approval: m.taskWord(approval),
+            stalled: m.taskWord(stalled),
+            other: m.taskWord({ ...stalled, stalled_step: null }),
+            calm: m.taskWord({ ...stalled, needs_attention: false }),
+            waiting: m.etaText(approval, now).text,
+            counting: m.etaText(stalled, now).text,
+          };
+        }"""
+    )
+    assert got == {
+        "approval": "Needs approval",
+        "stalled": "Step 2 stalled",
+        "other": "Needs attention",
+        "calm": "Running",
+        "waiting": "35 s remaining",  # as read at 10:01:35: the work clock stands while a person decides
+        "counting": "10 s remaining",  # counted down from updated_at while a step runs
     }
     assert errors == []
 

@@ -250,3 +250,18 @@ def test_the_box_reads_like_the_spec() -> None:
     ):
         assert line in text, f"{line!r} not in\n{text}"
     assert "ETA: —" not in text
+
+
+def test_the_eta_stands_still_while_every_active_step_waits_for_a_person() -> None:
+    updated = screen.parse("2024-01-15T10:01:30.000Z")
+    assert updated is not None
+    read, now = updated + 5, updated + 30
+    waiting: dict[str, Any] = {
+        "status": "running",
+        "updated_at": "2024-01-15T10:01:30.000Z",
+        "read_at": read,
+        "steps": [{"status": "completed"}, {"status": "approval"}],
+    }
+    assert screen.remaining(waiting, 40, now) == 35  # as read; approval time is no work
+    running = {**waiting, "steps": [{"status": "completed"}, {"status": "running"}]}
+    assert screen.remaining(running, 40, now) == 10  # counts down from updated_at

@@ -258,6 +258,9 @@ def test_a_step_without_progress_far_beyond_its_history_is_flagged() -> None:
     assert stalled.eta_confidence == "low"
     assert "stalled" in stalled.basis
     assert stalled.eta_seconds is not None and stalled.eta_seconds > 0
+    # The progress JSON says which step, so a page can say so rather than only "needs attention".
+    assert eta_fields(progress_view(task), hist, at(600))["stalled_step"] == 1
+    assert eta_fields(progress_view(task), hist, at(50))["stalled_step"] is None
 
 
 def test_a_long_step_that_keeps_reporting_progress_is_not_stalled() -> None:
