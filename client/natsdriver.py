@@ -96,6 +96,7 @@ class _Link:
     def __init__(self, endpoint: NatsEndpoint) -> None:
         self.endpoint = endpoint
         self._nc: NatsClient | None = None
+        self._last_error: str | None = None  # what the connection last met (connection refused, ...)
 
     async def request(self, attempt: Attempt) -> httpx.Response | httpx.TransportError:
         call = attempt.call
@@ -109,7 +110,12 @@ class _Link:
         try:
             nc = await self._connected(attempt.timeout)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
-            return httpx.ConnectError(f"cannot reach NATS at {self.endpoint.url}: {type(exc).__name__} {exc}")
+            why = f"{type(exc).__name__} {exc}".strip()
+            if isinstance(exc, TimeoutError):  # nats-py keeps trying within connect(): say what it met
+                why = f"no connection within {attempt.timeout:g} s" + (
+                    f" (last error: {self._last_error})" if self._last_error else ""
+                )
+            return httpx.ConnectError(f"cannot reach NATS at {self.endpoint.url}: {why}")
         left = max(0.05, attempt.timeout - (time.monotonic() - started))
         try:
             msg = await nc.request(subject, payload, timeout=left, headers=headers)
@@ -144,8 +150,8 @@ class _Link:
         self._nc = nc
         return nc
 
-    @staticmethod
-    async def _on_error(exc: Exception) -> None:
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.debug("nats: %s", exc)
 
     async def close(self) -> None:
