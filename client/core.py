@@ -200,6 +200,7 @@ class TaskCore:
                 raise Cancelled(f"task {self.task_id} was cancelled", view)
             status = step_of(view, order)["status"]
             if status == "failed":
+                self.finished.add(order)  # the person decided: leaving the step's block reports nothing more
                 raise Rejected(order, view)
             if status != "approval":
                 if view.get("status") == "paused":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
@@ -318,6 +319,16 @@ def test_an_approval_timeout_inside_a_step_block_leaves_the_block_with_the_timeo
     assert time.monotonic() - started < 5  # it used to wait for the approval again, for ever
     assert api.steps[0]["status"] == "approval"  # still the person's to decide
     assert api.commands("fail") == []  # the server refused the failure report: a step awaiting approval
+
+
+def test_a_worker_that_catches_a_rejection_leaves_the_step_as_the_person_left_it() -> None:
+    api = FakeApi()
+    tracker = tracker_for(api)
+    api.on_get = lambda api, n: api.steps[0].update(status="failed", error="not today") if n == 2 else None
+    with tracker.step(1) as step, contextlib.suppress(Rejected):  # the worker moves on to something else
+        step.await_approval("Deploy to production?")
+    assert api.steps[0]["status"] == "failed"
+    assert api.commands("complete") == [] and api.commands("fail") == []
 
 
 def test_entering_a_step_that_requires_approval_waits_for_it() -> None:
