@@ -56,7 +56,7 @@ def event_count(client: TestClient, task_id: str) -> int:
     return len(client.get(f"/api/tasks/{task_id}/events").json()["events"])
 
 
-ETA_KEYS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence")
+ETA_KEYS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence", "stalled_step")
 
 
 def without_eta(view: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ CRM = {
 Ask = Callable[..., Awaitable[dict[str, Any]]]
 
 
-ETA_KEYS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence")
+ETA_KEYS = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "eta_confidence", "stalled_step")
 
 
 def without_eta(view: dict[str, Any]) -> dict[str, Any]:
