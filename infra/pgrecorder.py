@@ -163,11 +163,10 @@ class LockedInsertRecorder(PostgresApplicationRecorder):
                     assert self._own.autocommit
                     self._own_cursor = self._own.cursor(row_factory=tuple_row)
                 yield self._own_cursor
-            except psycopg.Error as exc:
+            except BaseException as exc:
                 self._give_back(broken_only=True)
-                raise translated(exc, psycopg) from exc
-            except BaseException:
-                self._give_back(broken_only=True)
+                if isinstance(exc, psycopg.Error):
+                    raise translated(exc, psycopg) from exc
                 raise
         finally:
             self._own_lock.release()

@@ -44,6 +44,16 @@ class Settings:
             value = env.get(f"PROGRESSD_{name}")
             return value if value else None
 
+        def number(name: str, default: Any, kind: Callable[[str], Any]) -> Any:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"PROGRESSD_{name} must be {what}, not {raw!r}") from None
+
         defaults = cls()
         try:
             return cls(
@@ -52,21 +62,15 @@ class Settings:
                 nats_url=get("NATS_URL"),
                 nats_prefix=_subject_prefix(get("NATS_PREFIX") or defaults.nats_prefix),
                 host=get("HOST") or defaults.host,
-                port=_number("PORT", get("PORT"), defaults.port, int),
+                port=number("PORT", defaults.port, int),
                 local_owner=get("LOCAL_OWNER") or defaults.local_owner,
-                pool_size=_number("POOL_SIZE", get("POOL_SIZE"), defaults.pool_size, int),
-                read_timeout=_number("READ_TIMEOUT", get("READ_TIMEOUT"), defaults.read_timeout, float),
-                demo_step_seconds=_number(
-                    "DEMO_STEP_SECONDS", get("DEMO_STEP_SECONDS"), defaults.demo_step_seconds, float
-                ),
-                ws_ping_interval=_number(
-                    "WS_PING_INTERVAL", get("WS_PING_INTERVAL"), defaults.ws_ping_interval, float
-                ),
-                ws_idle_timeout=_number(
-                    "WS_IDLE_TIMEOUT", get("WS_IDLE_TIMEOUT"), defaults.ws_idle_timeout, float
-                ),
-                rate_limit=_number("RATE_LIMIT", get("RATE_LIMIT"), defaults.rate_limit, float),
-                ws_per_token=_number("WS_PER_TOKEN", get("WS_PER_TOKEN"), defaults.ws_per_token, int),
+                pool_size=number("POOL_SIZE", defaults.pool_size, int),
+                read_timeout=number("READ_TIMEOUT", defaults.read_timeout, float),
+                demo_step_seconds=number("DEMO_STEP_SECONDS", defaults.demo_step_seconds, float),
+                ws_ping_interval=number("WS_PING_INTERVAL", defaults.ws_ping_interval, float),
+                ws_idle_timeout=number("WS_IDLE_TIMEOUT", defaults.ws_idle_timeout, float),
+                rate_limit=number("RATE_LIMIT", defaults.rate_limit, float),
+                ws_per_token=number("WS_PER_TOKEN", defaults.ws_per_token, int),
                 allowed_origins=tuple(
                     o.strip() for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip()
                 ),
@@ -112,17 +116,6 @@ class Settings:
             "POSTGRES_CONNECT_TIMEOUT": "1",
             **postgres_env(self.database_url),
         }
-
-
-def _number(name: str, raw: str | None, default: Any, kind: Callable[[str], Any]) -> Any:
-    if raw is None:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(
-            f"PROGRESSD_{name} must be a{'n integer' if kind is int else ' number'}, not {raw!r}"
-        ) from None
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
