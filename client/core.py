@@ -312,12 +312,12 @@ class TaskCore:
         body = None if result is None else {"result": clip(result)}
         yield from self._finish(order, "complete", body, ("completed", "skipped"))
 
-    def fail(self, order: int, error: str, *, wait_for_approval: bool = True) -> Flow[None]:
+    def fail(self, order: int, error: str, *, waits_for_approval: bool = True) -> Flow[None]:
         if not error.strip():
             raise ValueError("error must not be empty")
         yield from self.flush(order)
         body = {"error": clip(error)}
-        yield from self._finish(order, "fail", body, ("failed",), wait_for_approval=wait_for_approval)
+        yield from self._finish(order, "fail", body, ("failed",), waits_for_approval=waits_for_approval)
 
     def skip(self, order: int, reason: str | None = None) -> Flow[None]:
         yield from self.flush(order)
@@ -335,10 +335,10 @@ class TaskCore:
         body: dict[str, Any] | None,
         already: tuple[str, ...],
         *,
-        wait_for_approval: bool = True,
+        waits_for_approval: bool = True,
     ) -> Flow[None]:
         try:
-            waits = order if wait_for_approval else None
+            waits = order if waits_for_approval else None
             yield from self.command(f"/steps/{order}/{action}", body, order=waits)
         except ProgressdError as exc:
             found = conflict(exc)
@@ -377,7 +377,7 @@ class TaskCore:
         try:
             # Not waiting for an approval first: a worker that gave up waiting for one (await_approval's
             # TimeoutError) would wait for ever here. The step stays with the person; the error goes on.
-            yield from self.fail(order, describe(exc), wait_for_approval=False)
+            yield from self.fail(order, describe(exc), waits_for_approval=False)
         except (ProgressdError, Interrupted) as secondary:
             log.warning("could not report step %d failed: %s", order, secondary)
 
