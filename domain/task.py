@@ -103,6 +103,10 @@ class StepPlan:
 class Task(Aggregate):
     """A tracked task. Public methods check the command; the `_`-prefixed ones are its events."""
 
+    # A recorded run loaded by `progressd import-history`: history for the estimates, news to nobody. The
+    # class default serves snapshots taken before the attribute existed.
+    imported = False
+
     class Event(Aggregate.Event):
         """Base of the Task's events."""
 
@@ -133,6 +137,7 @@ class Task(Aggregate):
         task_id: UUID | None = None,
         idem: str | None = None,
         at: datetime | None = None,
+        imported: bool = False,
     ) -> Task:
         """Create a task, checking the plan first."""
         title = title.strip()
@@ -163,6 +168,7 @@ class Task(Aggregate):
             restarted_from=restarted_from,
             idem=idem,
             timestamp=at,
+            imported=imported,
         )
 
     @event("Created")
@@ -177,8 +183,10 @@ class Task(Aggregate):
         restarted_from: str | None,
         idem: str | None,
         timestamp: datetime | None,
+        imported: bool,
     ) -> None:
         at = _at(timestamp)
+        self.imported = imported
         self.title = title
         self.owner = owner
         self.tables = tables
@@ -613,6 +621,11 @@ def _upcast_created_v1_v2(state: dict[str, Any]) -> None:
     state.setdefault("task_id", None)
 
 
+def _upcast_created_v2_v3(state: dict[str, Any]) -> None:
+    """Version 2 had no imported runs (progressd import-history)."""
+    state.setdefault("imported", False)
+
+
 def _upcast_step_completed_v1_v2(state: dict[str, Any]) -> None:
     """Version 1 kept no result for the step (only the task's, when the step completed it)."""
     state.setdefault("result", None)
@@ -620,7 +633,8 @@ def _upcast_step_completed_v1_v2(state: dict[str, Any]) -> None:
 
 # Schema versions of the Task's events. A stored event records the version it was written with; when an
 # older one is read, eventsourcing calls upcast_vN_vN+1 on its state until it has today's shape.
-Task.Created.class_version = 2  # type: ignore[attr-defined]
+Task.Created.class_version = 3  # type: ignore[attr-defined]
 Task.Created.upcast_v1_v2 = staticmethod(_upcast_created_v1_v2)  # type: ignore[attr-defined]
+Task.Created.upcast_v2_v3 = staticmethod(_upcast_created_v2_v3)  # type: ignore[attr-defined]
 Task.StepCompleted.class_version = 2  # type: ignore[attr-defined]
 Task.StepCompleted.upcast_v1_v2 = staticmethod(_upcast_step_completed_v1_v2)  # type: ignore[attr-defined]

@@ -112,6 +112,7 @@ def trace_task(trace: Trace, owner: str, task_id: UUID | None = None) -> Task:
         complexity=None if trace.tables is not None else trace.complexity,
         task_id=task_id,
         at=trace.started_at,
+        imported=True,
     )
     # In time order; at the same instant starts go first, so a step that took no time still starts first.
     moments = sorted(

@@ -62,8 +62,11 @@ def dedupe_key(task_id: str, seq: int, kind: str, channel: str) -> str:
 
 
 def notes_for(change: Change) -> list[Note]:
-    """The notifications one event gives; `change.task` is the task right after it."""
+    """The notifications one event gives; `change.task` is the task right after it. An imported run
+    (`progressd import-history`) gives none: it is history, not news."""
     task = change.task
+    if task.imported:
+        return []
     event = change.event
     kind = change.kind
     phrase = task_phrase(task.title)

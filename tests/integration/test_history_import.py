@@ -66,6 +66,22 @@ def test_imported_runs_become_completed_tasks_and_step_stats(runtime: Runtime, t
     assert len(view["steps"][0]["substeps"]) == 4
 
 
+def test_imported_runs_are_history_not_news(runtime: Runtime, tmp_path: Path) -> None:
+    """No notification for a recorded run, however recent; a live task alongside it still gets its own."""
+    from domain.task import StepPlan
+    from infra.service import NewTask
+
+    assert import_history(runtime, traces(tmp_path, ROWS)) == 3
+    live = runtime.service.create_sync("local", NewTask("Live CRM", [StepPlan("Create database tables")]))
+    runtime.service.command_sync(UUID(live.view["task_id"]), "local", "start", {"order": 1})
+    runtime.projector.run_once()
+    outbox = runtime.views["notifications"].query("SELECT task_id, kind FROM notification_outbox")
+    assert {r["task_id"] for r in outbox} == {live.view["task_id"]}
+    assert {r["kind"] for r in outbox} == {"task_started"}
+    assert runtime.app.task(import_id("local", "crm-1")).imported
+    assert not runtime.app.task(UUID(live.view["task_id"])).imported
+
+
 def test_importing_the_same_file_again_adds_nothing(runtime: Runtime, tmp_path: Path) -> None:
     path = traces(tmp_path, ROWS)
     assert import_history(runtime, path) == 3
