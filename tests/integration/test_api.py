@@ -410,6 +410,15 @@ def test_time_travel_shows_the_view_and_its_estimate_as_they_were(client: TestCl
         client.get(f"/api/tasks/{tid}/progress", params={"at": at}).json()["version"] == served[1]["version"]
     )
 
+    def version(**params: Any) -> int:
+        return int(client.get(f"/api/tasks/{tid}/progress", params=params).json()["version"])
+
+    # Both bounds: whichever came first.
+    assert version(position=served[0]["position"], at=served[3]["updated_at"]) == served[0]["version"]
+    assert version(position=served[3]["position"], at=at) == served[1]["version"]
+    # Past the end of the log: the view as it is now.
+    assert version(position=10**9) == now["version"]
+
 
 def test_events_endpoint_is_the_raw_log(client: TestClient) -> None:
     tid = create(client)["task_id"]
