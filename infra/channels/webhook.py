@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.header import Header
+
 import httpx
 
 from infra.channels.base import Failure, Outgoing, Result, http_failure
@@ -36,6 +38,14 @@ class ChatWebhook:
         return await _post(self.client, "chat", self.url, json=note.payload(), headers=dedupe_headers(note))
 
 
+def header_text(text: str) -> str:
+    """A header value for any text: ASCII as it is, else one RFC 2047 encoded word (ntfy decodes it since 2.4;
+    HTTP headers carry no UTF-8 of their own, and dropping what is not ASCII lost the spec's ❌ and ·)."""
+    if text.isascii():
+        return text
+    return Header(text, "utf-8").encode(maxlinelen=10_000)
+
+
 class Ntfy:
     """Publishes to an ntfy-style topic (`POST <base>/<topic>`, the text as the body), for phones."""
 
@@ -45,7 +55,7 @@ class Ntfy:
 
     async def send(self, note: Outgoing, topic: str) -> Result:
         headers = {
-            "Title": note.subject.encode("ascii", "ignore").decode().strip() or "progressd",
+            "Title": header_text(note.subject.strip() or "progressd"),
             "Click": note.url,
             "Tags": note.kind,
             "Priority": "high" if note.kind in ("approval_needed", "task_failed", "stalled") else "default",

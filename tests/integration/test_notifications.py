@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -237,6 +238,9 @@ def test_every_channel_gets_its_notifications(
     ntfy = receiver.on("/ntfy/alice-phone")
     assert [r.body.decode().splitlines()[0] for r in ntfy] == [m["Subject"] for m in smtp.messages]
     assert all(r.headers["click"] == link for r in ntfy)
+    # The title header says the subject whole, emoji and all (RFC 2047 when it is not ASCII).
+    titles = [str(make_header(decode_header(r.headers["title"]))) for r in ntfy]
+    assert titles == [m["Subject"] for m in smtp.messages]
 
     # Browser: the feed, in order.
     feed = client.get("/api/notifications", headers=alice).json()
