@@ -57,6 +57,15 @@ class Note:
     step: int | None = None
 
 
+def _finished_steps(task: Task) -> str:
+    """ "All 4 steps", or "3 of 4 steps (1 skipped)" when some were skipped."""
+    skipped = sum(s.status is StepStatus.SKIPPED for s in task.steps)
+    total = plural(len(task.steps), "step")
+    if not skipped:
+        return f"All {total}"
+    return f"{len(task.steps) - skipped} of {total} ({skipped} skipped)"
+
+
 def dedupe_key(task_id: str, seq: int, kind: str, channel: str) -> str:
     return f"{task_id}:{seq}:{kind}:{channel}"
 
@@ -117,7 +126,7 @@ def notes_for(change: Change) -> list[Note]:
             Note(
                 "task_complete",
                 f"✅ Your {task.title} is ready!",
-                f"All {plural(len(task.steps), 'step')} finished{tail}.",
+                f"{_finished_steps(task)} finished{tail}.",
             )
         )
     if kind in ("StepFailed", "Rejected") and task.status is TaskStatus.FAILED and order is not None:

@@ -73,6 +73,27 @@ def test_the_spec_notifications_for_a_whole_run() -> None:
     ]
 
 
+def test_task_complete_counts_the_steps_that_ran() -> None:
+    def detail(task: Task) -> str:
+        return next(n.detail for c in replay(task) for n in notes_for(c) if n.kind == "task_complete")
+
+    whole = crm()
+    for order in (1, 2, 3):
+        whole.start_step(order, at=at(order))
+        if order == 3:
+            whole.approve(3, at=at(order))
+        whole.complete_step(order, at=at(order + 90))
+    assert detail(whole).startswith("All 3 steps finished in ")
+    partly = crm()
+    partly.start_step(1, at=at(1))
+    partly.complete_step(1, at=at(31))
+    partly.skip_step(2, at=at(31))
+    partly.start_step(3, at=at(31))
+    partly.approve(3, at=at(31))
+    partly.complete_step(3, at=at(61))
+    assert detail(partly).startswith("2 of 3 steps (1 skipped) finished in ")
+
+
 def test_rejection_fails_the_task_and_approval_requests_notify() -> None:
     task = crm()
     task.request_approval(1, "Drop the old tables?", at=at(1))
