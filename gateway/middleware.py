@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Auth
-from gateway.problems import Problem, problem_response
+from gateway.problems import EXPECTED_ERRORS, problem_response, to_problem
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -33,8 +33,10 @@ class AuthMiddleware:
             auth: Auth = request.app.state.auth
             try:
                 principal = await auth.request(request)
-            except Problem as problem:
-                await problem_response(problem, scope["path"])(scope, receive, send)
+            except EXPECTED_ERRORS as exc:  # a Problem (401), or the token store down (503)
+                # Answered here: an error left to the outermost handler is re-raised to the server, which
+                # then drops the connection, body unread, and the client can see a reset, not the 503.
+                await problem_response(to_problem(exc), scope["path"])(scope, receive, send)
                 return
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

@@ -302,3 +302,21 @@ def test_revoking_every_token_on_a_public_address_locks_every_request(
         time.sleep(0.1)
         assert c.get("/api/tasks").status_code == 401
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 401
+
+
+def test_a_token_store_outage_is_a_503_answered_by_the_auth_layer_itself(
+    tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not left to the outermost handler, which re-raises to the server: it then drops the connection
+    with the body unread, and a client can read a reset instead of the 503."""
+    from eventsourcing.persistence import OperationalError
+
+    def down(self: TokenStore, token: str) -> None:
+        raise OperationalError("the token store is unreachable")
+
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:  # raises what escapes to the server
+        monkeypatch.setattr(TokenStore, "resolve", down)
+        answer = c.post("/api/tasks", json=PLAN, headers=bearer("pd_not_cached_yet"))
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["type"] == "/problems/store-unavailable"
+        assert answer.headers["retry-after"] == "2"
