@@ -181,14 +181,10 @@ class ChatAnswer(Struct, forbid_unknown_fields=True):
     choices: list[ChatChoice] = []
 
 
-class WebhookAnswer(Struct, forbid_unknown_fields=True):
+class WebhookAnswer(ChatAnswer, kw_only=True):
     """The chat answer for a bot platform: `text` is the reply; `user` and `channel` come back as sent."""
 
     text: str
-    reply: str
-    task_id: str | None = None
-    actions: list[ChatAction] = []
-    choices: list[ChatChoice] = []
     user: str | None = None
     channel: str | None = None
 
@@ -264,10 +260,7 @@ class Subscription(Struct, forbid_unknown_fields=True):
     created_at: str
 
 
-class SubscriptionAdded(Struct, forbid_unknown_fields=True):
-    id: str
-    endpoint: str
-    created_at: str
+class SubscriptionAdded(Subscription):
     owner: str
     vapid_public_key: str
 

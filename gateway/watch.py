@@ -112,7 +112,7 @@ class Watcher:
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.commands: set[asyncio.Task[None]] = set()
         self.refresh_soon = asyncio.Event()
-        self.read_at = 0.0  # when a view was last read from the API (monotonic)
+        self.last_read = 0.0  # when a view was last read from the API (monotonic)
         self.done = asyncio.Event()
         self.interactive = sys.stdin.isatty()
 
@@ -205,7 +205,7 @@ class Watcher:
             view["part"] = 0
             view["read_at"] = time.time() + self.offset  # the estimate holds from here while nothing runs
             self.views[view["task_id"]] = view
-        self.read_at = time.monotonic()
+        self.last_read = time.monotonic()
 
     async def refresher(self) -> None:
         """Re-read the views from the API after transitions (at most a few times a second)."""
@@ -349,7 +349,7 @@ class Watcher:
             with self.keys(), Live(self.render(), console=self.console, auto_refresh=False) as live:
                 while not self.done.is_set():
                     # A quiet stream brings no news of a growing estimate or a stall: read again now and then.
-                    if time.monotonic() - self.read_at > REREAD_SECONDS:
+                    if time.monotonic() - self.last_read > REREAD_SECONDS:
                         self.refresh_soon.set()
                     live.update(self.render(), refresh=True)
                     with contextlib.suppress(TimeoutError):
