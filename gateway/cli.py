@@ -223,7 +223,8 @@ def audit(
         app.close()
     shown = [e for e in events if e["seq"] <= seq]
     if as_json:
-        console.print_json(json.dumps({"events": shown, "view": view}))
+        # ASCII: rich writes other characters as they are, C1 controls (a worker's text) included.
+        console.print_json(json.dumps({"events": shown, "view": view}), ensure_ascii=True)
         return
     table = Table(title=Text(printable(f"events of {view['title']} ({task_id}) up to seq {seq}")))
     for column in ("seq", "at", "type", "data"):
@@ -232,7 +233,7 @@ def audit(
         data = Text(printable(json.dumps(e["data"], ensure_ascii=False)))  # no markup, no control sequence
         table.add_row(str(e["seq"]), e["at"], e["type"], data)
     console.print(table)
-    console.print_json(json.dumps(view))
+    console.print_json(json.dumps(view), ensure_ascii=True)
 
 
 @cli.command()

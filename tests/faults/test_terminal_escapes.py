@@ -3,13 +3,16 @@
 A worker's title, step name, substep, log line and approval message carry OSC 0 (window title), OSC 52
 (clipboard write), `ESC [ 2 J` (clear screen), a C1 CSI, a carriage return and rich markup. The watch runs in
 a real terminal (tmux) against a real server; the bytes it writes are captured with `pipe-pane`. The
-worker's `progressd report` prints the same text, and a cancel reason, made printable too.
+worker's `progressd report` prints the same text, and a cancel reason, made printable too, and so does the
+operator's `progressd audit`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -100,6 +103,18 @@ def test_watch_shows_control_sequences_as_text(
         )
         assert r"\x1b]0;cancel-title\x07" in err.getvalue(), err.getvalue()
         printed = out.getvalue() + err.getvalue()
+
+    # The operator's `progressd audit` shows the same events, as a table and as JSON.
+    audits = [
+        subprocess.run(
+            [sys.executable, "-m", "gateway", "audit", tid, *extra],
+            env={**os.environ, "PROGRESSD_DATA_DIR": str(tmp_path), "COLUMNS": "200"},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for extra in ([], ["--json"])
+    ]
     written = raw.read_bytes()
     assert written, "pipe-pane captured nothing"
     found = [seq for seq in INJECTED if seq in written]
@@ -108,6 +123,9 @@ def test_watch_shows_control_sequences_as_text(
     assert buffers == "", buffers  # no clipboard write
     assert "Ship" in text
     assert not any(c in printed for c in "\x1b\x07\x9b"), printed
+    for audit in audits:
+        assert b"Created" in audit
+        assert not [c for c in (b"\x1b", b"\x07", "\x9b".encode()) if c in audit], audit
     FIGURES["terminal escapes"] = {
         "bytes written": len(written),
         "injected found": len(found),
