@@ -115,6 +115,10 @@ def public_only_client(timeout: float) -> httpx.AsyncClient:
     be checked instead of the endpoint's.
     """
     transport = httpx.AsyncHTTPTransport(trust_env=False)
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise RuntimeError(
+            "httpx's transport has changed: push endpoints cannot be limited to public addresses"
+        )
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
-from infra.channels.guard import BlockedAddress, blocked, not_public
+from infra.channels.guard import BlockedAddress, blocked, not_public, public_only_client
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,17 @@ def test_a_refusal_is_found_behind_httpx_errors() -> None:
     wrapped.__cause__ = refusal  # as httpx re-raises httpcore's errors: `raise ConnectError(…) from exc`
     assert blocked(wrapped) is refusal
     assert blocked(httpx.ConnectError("connection refused")) is None
+
+
+def test_the_push_client_refuses_before_connecting() -> None:
+    """Resolution only: the names and literals below are refused before any connection is tried."""
+
+    async def send(url: str) -> BaseException:
+        async with public_only_client(5.0) as client:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await client.post(url, content=b"x")
+            return caught.value
+
+    for url in ("http://localhost:9/push", "https://[::ffff:127.0.0.1]:9/push", "http://10.255.255.1:9/"):
+        refusal = blocked(asyncio.run(send(url)))
+        assert refusal is not None and "not public" in str(refusal), url
