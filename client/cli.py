@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from client.core import LEVELS, Options, clip
 from client.errors import Cancelled, Interrupted, ProgressdError, Rejected
+from client.terminal import printable
 from client.tracker import Tracker
 
 EXIT_OK = 0
@@ -136,18 +137,19 @@ def report(
             _apply(tracker, command, level, step)
             view = tracker.view
     except Rejected as exc:
-        print(f"progressd: {exc}", file=err)
+        print(printable(f"progressd: {exc}"), file=err)
         return EXIT_REJECTED
     except Cancelled as exc:
-        print(f"progressd: task {task_id} is cancelled" + (f": {exc.reason}" if exc.reason else ""), file=err)
+        reason = f": {exc.reason}" if exc.reason else ""
+        print(printable(f"progressd: task {task_id} is cancelled{reason}"), file=err)
         return EXIT_CANCELLED
     except (ProgressdError, Interrupted) as exc:
-        print(f"progressd: {exc}", file=err)
+        print(printable(f"progressd: {exc}"), file=err)
         return EXIT_REFUSED
     except ValueError as exc:
         print(f"progressd: {exc}", file=err)
         return EXIT_USAGE
-    print(json.dumps(view) if as_json else summary(view), file=out)
+    print(json.dumps(view) if as_json else printable(summary(view)), file=out)
     return EXIT_OK
 
 
@@ -231,7 +233,7 @@ def run(
         tracker.step(1).start()
         print(f"progressd: task {tracker.task_id}", file=err, flush=True)
     except (ProgressdError, Interrupted, ValueError) as exc:  # ValueError: a URL that cannot work
-        print(f"progressd: not reporting this run: {exc}", file=err, flush=True)
+        print(printable(f"progressd: not reporting this run: {exc}"), file=err, flush=True)
         if tracker is not None:
             tracker.close()
             tracker = None
@@ -347,7 +349,7 @@ class _Sender(threading.Thread):
         except ProgressdError as exc:
             if not self.warned:
                 self.warned = True
-                print(f"progressd: could not report output: {exc}", file=self.err, flush=True)
+                print(printable(f"progressd: could not report output: {exc}"), file=self.err, flush=True)
             return
         if self.tracker.status == "cancelled" and not self.cancelled:
             self.cancelled = True
@@ -368,7 +370,7 @@ def _report_end(tracker: Tracker, rc: int, last_err: list[str], err: IO[str]) ->
     except Cancelled:
         print(f"progressd: task {tracker.task_id} was cancelled", file=err)
     except (ProgressdError, Interrupted) as exc:
-        print(f"progressd: could not report the end of the run: {exc}", file=err)
+        print(printable(f"progressd: could not report the end of the run: {exc}"), file=err)
 
 
 # ---- python -m client.cli ----------------------------------------------------------------------------------

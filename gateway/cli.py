@@ -16,8 +16,10 @@ import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from client import cli as worker_cli
+from client.terminal import printable
 from gateway.app import create_app
 from gateway.auth import is_loopback, open_bind_refusal
 from gateway.ops import configure_logging
@@ -221,15 +223,17 @@ def audit(
         app.close()
     shown = [e for e in events if e["seq"] <= seq]
     if as_json:
-        console.print_json(json.dumps({"events": shown, "view": view}))
+        # ASCII: rich writes other characters as they are, C1 controls (a worker's text) included.
+        console.print_json(json.dumps({"events": shown, "view": view}), ensure_ascii=True)
         return
-    table = Table(title=f"events of {view['title']} ({task_id}) up to seq {seq}")
+    table = Table(title=Text(printable(f"events of {view['title']} ({task_id}) up to seq {seq}")))
     for column in ("seq", "at", "type", "data"):
         table.add_column(column)
     for e in shown:
-        table.add_row(str(e["seq"]), e["at"], e["type"], json.dumps(e["data"], ensure_ascii=False))
+        data = Text(printable(json.dumps(e["data"], ensure_ascii=False)))  # no markup, no control sequence
+        table.add_row(str(e["seq"]), e["at"], e["type"], data)
     console.print(table)
-    console.print_json(json.dumps(view))
+    console.print_json(json.dumps(view), ensure_ascii=True)
 
 
 @cli.command()
@@ -272,7 +276,10 @@ def token_list() -> None:
         table.add_column(column)
     for row in TokenStore(Settings.from_env()).list():
         table.add_row(
-            *(str(row[k] or "") for k in ("id", "role", "owner", "label", "created_at", "revoked_at"))
+            *(
+                Text(printable(row[k] or ""))
+                for k in ("id", "role", "owner", "label", "created_at", "revoked_at")
+            )
         )
     console.print(table)
 

@@ -6,6 +6,7 @@ shows the caller's notifications (an admin's shows everyone's), and another owne
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from gateway.body import decode
 from gateway.problems import Problem
 from gateway.routes import caller, int_param, json_response, runtime, task_id, who
+from infra.channels.guard import refused, resolve
 from infra.notify import Notifier
 from infra.notifyconfig import NotifySettings, Preferences
 from infra.notifystore import NotifyStore, TooManySubscriptions
@@ -136,6 +138,25 @@ def _key_bytes(raw: str, path: str) -> bytes:
         raise Problem(422, "invalid-field", f"{path} is not base64url", errors=[{"path": path}]) from None
 
 
+async def _public_endpoint(host: str, port: int, cfg: NotifySettings) -> None:
+    """Refuse an endpoint whose name resolves to any address that is not public (422).
+
+    A name that does not resolve now is accepted: every send checks again, on the address it connects to.
+    """
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            addresses = await resolve(host, port)
+    except (OSError, TimeoutError):
+        return
+    if bad := refused(addresses):
+        raise Problem(
+            422,
+            "endpoint-not-public",
+            f"endpoint {host} resolves to an address that is not public: {', '.join(bad)}",
+            errors=[{"path": "$.endpoint"}],
+        )
+
+
 async def add_subscription(request: Request) -> Response:
     name = await owner(request)
     body = await decode(request, SUBSCRIPTION)
@@ -149,6 +170,8 @@ async def add_subscription(request: Request) -> Response:
             f"endpoint must be an {' or '.join(schemes)} URL",
             errors=[{"path": "$.endpoint"}],
         )
+    if not cfg.allow_private:
+        await _public_endpoint(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), cfg)
     p256dh = _key_bytes(body.keys.p256dh, "$.keys.p256dh")
     if len(p256dh) != 65 or p256dh[0] != 4:
         raise Problem(

@@ -1,7 +1,8 @@
 """The progress box for terminals: pure functions from the progress JSON (and the time) to `rich` renderables.
 
 The same words and symbols as the web page and the spec: `[████░░░░] 65%`, "Step 2 of 4: …", ✓ ◐ ○ ⚠ ✕ ⏸,
-"Started: 2 min ago", "ETA: 3 min remaining".
+"Started: 2 min ago", "ETA: 3 min remaining". Every text from the server is made printable first: a worker's
+title, step name or log line holding terminal control sequences must not reach the terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from rich.constrain import Constrain
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from client.terminal import printable, printable_json
 
 View = Mapping[str, Any]
 
@@ -215,6 +218,7 @@ def task_box(
     view: View, now: float, *, logs: Sequence[View] = (), status: str = "", hint: str = "", flash: str = ""
 ) -> RenderableType:
     """One task's progress box, as in the spec, with its steps, notices and latest log lines."""
+    view, logs, flash = printable_json(view), printable_json(logs), printable(flash)
     state = task_state(view)
     style = STYLE.get(state, "")
     lines: list[RenderableType] = [
@@ -252,7 +256,9 @@ def task_box(
         st = step_state(view, step)
         name = Text(f"{step['order']}. {step['name']}", style="strike dim" if st == "skipped" else "")
         steps.add_row(
-            Text(STEP_SYMBOL.get(st, "○"), style=STYLE.get(st, "")), name, _step_meta(view, step, st, now)
+            Text(STEP_SYMBOL.get(st, "○"), style=STYLE.get(st, "")),
+            name,
+            Text(_step_meta(view, step, st, now)),
         )
     lines += [Text(""), steps]
 
@@ -297,6 +303,7 @@ def task_list(
 
     At most `rows` tasks are shown, a window that keeps the selected one in view.
     """
+    views, flash = printable_json(views), printable(flash)
     table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim", expand=True)
     for column, options in (
         ("", {"width": 1}),
@@ -321,7 +328,7 @@ def task_list(
             Text(f"{view['title']}  ", style="bold").append(current_line(view), style="dim"),
             Text(bar(view["progress"], 20), style=style),
             Text(TASK_WORD.get(state, state), style=style),
-            when,
+            Text(when),
             style="reverse" if i == selected else None,
         )
     if not views:

@@ -33,6 +33,7 @@ import structlog
 
 from infra.channels.base import Failure, Outgoing, Result
 from infra.channels.email import Email
+from infra.channels.guard import public_only_client
 from infra.channels.webhook import ChatWebhook, Ntfy
 from infra.channels.webpush import WebPush
 from infra.notifyconfig import NotifySettings
@@ -58,7 +59,8 @@ class Notifier:
         self.config = config or NotifySettings.from_env(settings=settings)
         self.clock = clock
         self._store: NotifyStore | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None  # operator-configured URLs: chat, ntfy
+        self._push_client: httpx.AsyncClient | None = None  # owners' push endpoints: public addresses only
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -90,6 +92,11 @@ class Notifier:
         self._wake = asyncio.Event()
         self._stopping = False
         self._client = httpx.AsyncClient(timeout=self.config.timeout, follow_redirects=False)
+        self._push_client = (
+            httpx.AsyncClient(timeout=self.config.timeout, follow_redirects=False)
+            if self.config.allow_private
+            else public_only_client(self.config.timeout)
+        )
         self._task = asyncio.create_task(self._run(), name="progressd-notifier")
 
     async def stop(self, *, graceful: bool = True) -> None:
@@ -106,9 +113,10 @@ class Notifier:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
+            for client in (self._client, self._push_client):
+                if client is not None:
+                    await client.aclose()
+            self._client = self._push_client = None
 
     async def close(self) -> None:
         """Stop and close the store."""
@@ -256,8 +264,9 @@ class Notifier:
                 prefs = await asyncio.to_thread(store.preferences, note.owner)
                 subs = await asyncio.to_thread(store.subscriptions, note.owner)
                 now = self.clock()
+                assert self._push_client is not None
                 push = WebPush(
-                    client,
+                    self._push_client,
                     cfg.vapid_subject,
                     keys=lambda: store.vapid(now),
                     forget=lambda sub_id: store.delete_subscription(note.owner, sub_id),

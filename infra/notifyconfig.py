@@ -28,6 +28,7 @@ class NotifySettings:
     ntfy_url: str | None = None
     vapid_subject: str = "mailto:progressd@localhost"
     push_allow_http: bool = False
+    allow_private: bool = False  # push endpoints on loopback, private, link-local … addresses (tests, LANs)
     email_min_minutes: float = 10.0
     poll: float = 1.0
     timeout: float = 10.0
@@ -70,6 +71,7 @@ class NotifySettings:
                 ntfy_url=(get("NTFY_URL") or "").rstrip("/") or None,
                 vapid_subject=get("VAPID_SUBJECT") or d.vapid_subject,
                 push_allow_http=(get("PUSH_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
+                allow_private=(get("NOTIFY_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
                 email_min_minutes=float(get("EMAIL_MIN_MINUTES") or d.email_min_minutes),
                 poll=float(get("NOTIFY_POLL") or d.poll),
                 timeout=float(get("NOTIFY_TIMEOUT") or d.timeout),

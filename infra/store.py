@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+import structlog
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import (
     InterfaceError,
@@ -25,11 +28,14 @@ from infra.pgrecorder import LockedInsertRecorder
 from infra.settings import Settings
 
 R = TypeVar("R")
+log = structlog.get_logger(__name__)
 # While the store is known to be down, calls fail at once instead of each running its tries (pgrecorder);
 # a quick probe (at most every PROBE_INTERVAL, waiting PROBE_TIMEOUT) lets them through again.
 PROBE_INTERVAL = 0.25
 PROBE_TIMEOUT = 0.5
 SNAPSHOT_EVERY = 500  # events between a task's snapshots
+# How stale a read may find the SQLite file check; every save checks afresh.
+FILE_CHECK_INTERVAL = 1.0
 
 
 class ProgressApp(Application[UUID]):
@@ -47,6 +53,10 @@ class ProgressApp(Application[UUID]):
     }
     _down_since: float | None = None
     _next_probe = 0.0
+    _file: Path | None = None  # the SQLite file, while it must stay the one opened
+    _file_id: tuple[int, int] = (0, 0)
+    _file_checked = 0.0
+    _file_problem: str | None = None
 
     def task(self, task_id: UUID, version: int | None = None) -> Task:
         """Load a task, optionally as it stood at a version; raises TaskNotFound."""
@@ -65,7 +75,7 @@ class ProgressApp(Application[UUID]):
         transcoder.register(StepAsDict())
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        return self._guarded(lambda: self._save(objs, kwargs))
+        return self._guarded(lambda: self._save(objs, kwargs), write=True)
 
     def _save(self, objs: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Recording[UUID]]:
         """`Application.save`, but a Task's events are collected without the library's two runtime
@@ -129,7 +139,9 @@ class ProgressApp(Application[UUID]):
 
     # ---- failing fast while the store is down ----------------------------------------------------------
 
-    def _guarded(self, fn: Callable[[], R]) -> R:
+    def _guarded(self, fn: Callable[[], R], *, write: bool = False) -> R:
+        if self._file is not None and (problem := self._file_lost(fresh=write)) is not None:
+            raise OperationalError(f"the event store's file {problem}")
         if self._down_since is not None and not self._reachable():
             raise OperationalError("the event store is unreachable")
         try:
@@ -138,6 +150,40 @@ class ProgressApp(Application[UUID]):
             if self._down_since is None and self._pool() is not None:  # SQLite fails at once anyway
                 self._down_since = time.monotonic()
             raise
+
+    def watch_file(self, path: Path) -> None:
+        """Refuse every call, until a restart, once the SQLite file at `path` is no longer the one opened.
+
+        SQLite keeps reading and writing a deleted (or renamed-over) file through its open descriptors: the
+        server would go on answering 200 and lose everything at the next start. A stat of the path, compared
+        with the file as opened (device and inode), tells; it runs before every save (one per group commit)
+        and at most every FILE_CHECK_INTERVAL for reads. Once lost, the file stays lost: a connection opened
+        meanwhile may hold whatever file was at the path, so only a restart makes the store whole again.
+        """
+        info = os.stat(path)
+        self._file, self._file_id, self._file_checked = path, (info.st_dev, info.st_ino), time.monotonic()
+
+    def _file_lost(self, *, fresh: bool) -> str | None:
+        """Why the SQLite file is not the one opened (None when it is), as of now or of a moment ago."""
+        assert self._file is not None
+        now = time.monotonic()
+        if self._file_problem is not None or (not fresh and now - self._file_checked < FILE_CHECK_INTERVAL):
+            return self._file_problem
+        self._file_checked = now
+        try:
+            info = os.stat(self._file)
+        except (FileNotFoundError, NotADirectoryError):
+            self._file_problem = f"{self._file} was deleted"
+        except OSError:
+            pass  # cannot tell (permissions): let SQLite answer for itself
+        else:
+            if (info.st_dev, info.st_ino) != self._file_id:
+                self._file_problem = f"{self._file} was replaced by another file"
+        if self._file_problem is not None:
+            log.error(
+                "event_store_file_lost", problem=self._file_problem, action="refusing every call; restart"
+            )
+        return self._file_problem
 
     def _pool(self) -> ConnectionPool[Any] | None:
         pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
@@ -205,7 +251,10 @@ def open_store(settings: Settings) -> ProgressApp:
     """Open the event store the settings name, creating its tables and the data dir if needed."""
     if not settings.uses_postgres:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return ProgressApp(env=settings.store_env())
+    app = ProgressApp(env=settings.store_env())
+    if not settings.uses_postgres:
+        app.watch_file(settings.sqlite_path)
+    return app
 
 
 class TaskNotFound(Exception):

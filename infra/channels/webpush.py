@@ -21,6 +21,7 @@ from py_vapid import Vapid  # type: ignore[import-untyped]
 from pywebpush import WebPusher  # type: ignore[import-untyped]
 
 from infra.channels.base import Failure, Outgoing, Result, http_failure
+from infra.channels.guard import blocked
 
 TTL = 24 * 3600
 MAX_BODY = 3000  # push services accept about 4 KiB of ciphertext
@@ -97,7 +98,10 @@ class WebPush:
             try:
                 response = await self.client.post(str(sub["endpoint"]), content=data, headers=headers)
             except httpx.HTTPError as exc:
-                result.failures.append(Failure(target, f"{type(exc).__name__}: {exc}"))
+                if (refused := blocked(exc)) is not None:  # not retried: only the operator can allow it
+                    result.failures.append(Failure(target, f"not sent: {refused}", permanent=True))
+                else:
+                    result.failures.append(Failure(target, f"{type(exc).__name__}: {exc}"))
                 continue
             if response.status_code in (200, 201, 202):
                 result.sent.add(target)

@@ -557,7 +557,14 @@ def test_web_push_reaches_the_service_worker_and_shows_the_notice(browser: Brows
     server encrypts real Web Push messages to it; delivered to the service worker (Chromium's DevTools
     push), they become the notifications, one per task and kind, with no page notice doubling them."""
     receiver = Receiver().start()
-    server = PageServer(tmp_path, env={"PROGRESSD_PUSH_ALLOW_HTTP": "1", "PROGRESSD_NOTIFY_POLL": "0.05"})
+    server = PageServer(
+        tmp_path,
+        env={
+            "PROGRESSD_PUSH_ALLOW_HTTP": "1",
+            "PROGRESSD_NOTIFY_ALLOW_PRIVATE": "1",  # the push service is on loopback
+            "PROGRESSD_NOTIFY_POLL": "0.05",
+        },
+    )
     server.start()
     context = browser.new_context(base_url=server.url, reduced_motion="reduce")
     try:
@@ -688,7 +695,9 @@ def test_a_subscription_made_for_another_server_key_is_renewed(browser: Browser,
     """Push services refuse what a server signs for a subscription made with another key: the page drops
     such a subscription and subscribes again with the server's key, and only the new one reaches the
     server."""
-    server = PageServer(tmp_path, env={"PROGRESSD_PUSH_ALLOW_HTTP": "1"})
+    server = PageServer(
+        tmp_path, env={"PROGRESSD_PUSH_ALLOW_HTTP": "1", "PROGRESSD_NOTIFY_ALLOW_PRIVATE": "1"}
+    )
     server.start()
     context = browser.new_context(base_url=server.url, reduced_motion="reduce")
     try:
