@@ -34,7 +34,12 @@ async def decode(request: Request, decoder: msgspec.json.Decoder[S]) -> S:
     raw = await read_body(request)
     if not raw.strip():
         raw = b"{}"
-    return decoder.decode(raw)
+    try:
+        return decoder.decode(raw)
+    except RecursionError:  # msgspec skips an ignored field's value recursively: ~1,000 levels of nesting
+        raise Problem(
+            422, "invalid-field", "request body is nested too deeply", errors=[{"path": "$"}]
+        ) from None
 
 
 def idempotency_key(request: Request) -> str | None:
