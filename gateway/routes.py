@@ -164,7 +164,9 @@ async def task_command(request: Request) -> Response:
     body = await decode(request, wire.DECODERS[kind])
     if action == "restart":
         scope = (await commanding(request, "restart")).scope
-        outcome = await runtime(request).service.restart(task_id(request), scope, idempotency_key(request))
+        outcome = await runtime(request).service.restart(
+            task_id(request), scope, idempotency_key(request), if_match(request)
+        )
         return await answer(request, outcome)
     return await _command(request, action, msgspec.structs.asdict(body))
 

@@ -292,7 +292,7 @@ class NatsCommands:
             raise Problem(404, "task-not-found", f"no task {raw_id}") from None
         key = idempotency_key(head)
         if name == "restart":
-            outcome = await self.service.restart(task_id, self.owner, key)
+            outcome = await self.service.restart(task_id, self.owner, key, if_match(head))
         else:
             args = msgspec.structs.asdict(command)
             outcome = await self.service.command(task_id, self.owner, name, args, key, if_match(head))

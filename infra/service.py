@@ -207,8 +207,10 @@ class TaskService:
         job = CommandJob(task_id, owner, name, args, key, if_match)
         return await self.counted(name, job, grouped=True)
 
-    async def restart(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
-        return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key))
+    async def restart(
+        self, task_id: UUID, owner: str | None, key: str | None = None, if_match: int | None = None
+    ) -> Outcome:
+        return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key, if_match))
 
     # ---- commands ---------------------------------------------------------------------------------------
 
@@ -296,8 +298,11 @@ class TaskService:
             while len(self._saved) > SAVED_TASKS:
                 self._saved.popitem(last=False)
 
-    def restart_sync(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
-        """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
+    def restart_sync(
+        self, task_id: UUID, owner: str | None, key: str | None = None, if_match: int | None = None
+    ) -> Outcome:
+        """Cancel the task if it is still going, then start a new one with the same plan, linked both ways;
+        `if_match` pins the old task's version, as for every other command."""
         print_ = fingerprint("restart", str(task_id))
         idem = f"{key}:{print_}" if key else None
         for attempt in range(MAX_CONFLICT_RETRIES):
@@ -305,6 +310,9 @@ class TaskService:
             if key and old.replayed(key, print_) and old.restarted_as:
                 new = self.load(UUID(old.restarted_as), owner)
                 return self._outcome(new, self.app.head(), replayed=True, created=True)
+            if if_match is not None and old.version != if_match:
+                self.checkin(old)
+                raise VersionMismatch(if_match, old.version)
             if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
                 old.cancel(reason="restarted")
             new = Task.plan(
@@ -319,6 +327,8 @@ class TaskService:
             try:
                 position = self._save(old, new)
             except IntegrityError:  # another process wrote the old task meanwhile: like commands, retry
+                if if_match is not None:
+                    raise VersionMismatch(if_match, self.load(task_id, owner).version) from None
                 _back_off(attempt)
                 continue
             self.checkin(old)

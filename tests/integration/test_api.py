@@ -314,6 +314,25 @@ def test_if_match_gives_optimistic_concurrency(client: TestClient) -> None:
     assert_problem(client.post(f"/api/tasks/{tid}/pause", headers={"If-Match": "soon"}), 400, "bad-if-match")
 
 
+def test_restart_honours_if_match(client: TestClient) -> None:
+    """restart is a command like the others: a stale or garbage If-Match refuses it and cancels nothing
+    (it used to answer 201 and cancel the running task whatever the header said)."""
+    tid = create(client)["task_id"]
+    running = post(client, f"/api/tasks/{tid}/steps/1/start")
+    before = event_count(client, tid)
+    stale = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": '"999"'})
+    problem = assert_problem(stale, 412, "version-mismatch")
+    assert (problem["expected_version"], problem["actual_version"]) == (999, running["version"])
+    garbage = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": "garbage"})
+    assert_problem(garbage, 400, "bad-if-match")
+    assert event_count(client, tid) == before
+    assert client.get(f"/api/tasks/{tid}/progress").json()["status"] == "running"
+    assert [t["task_id"] for t in client.get("/api/tasks").json()["tasks"]] == [tid]
+    pinned = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": f'"{running["version"]}"'})
+    assert pinned.status_code == 201, pinned.text
+    assert pinned.json()["restarted_from"] == tid
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "slug"),
     [
