@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from gateway.problems import Problem
 from infra import commands
+from infra.service import Pin
 
 MAX_BODY = 64 * 1024
 S = TypeVar("S", bound=msgspec.Struct)
@@ -46,5 +47,5 @@ def idempotency_key(request: Request) -> str | None:
     return commands.idempotency_key(request.headers)
 
 
-def if_match(request: Request) -> int | None:
+def if_match(request: Request) -> Pin | None:
     return commands.if_match(request.headers)

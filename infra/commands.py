@@ -10,7 +10,7 @@ from msgspec import Meta, Struct
 
 from domain.task import StepPlan
 from infra.problems import Problem
-from infra.service import NewTask
+from infra.service import NewTask, Pin
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
@@ -44,7 +44,8 @@ def new_task(body: CreateTaskIn) -> NewTask:
     )
 
 
-_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_TAG = re.compile(r'(W/)?"(\d{1,18})"|(\d{1,18})')  # an entity-tag, or a bare version as accepted before
+_MAX_TAGS = 50
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str | None:
@@ -58,12 +59,26 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
     return key
 
 
-def if_match(headers: Mapping[str, str]) -> int | None:
-    """The task version an `If-Match` header pins (`7`, `"7"` or `W/"7"`); None when absent."""
+def if_match(headers: Mapping[str, str]) -> Pin | None:
+    """The task versions an `If-Match` header accepts, by RFC 9110's strong comparison: `"7"` (or a bare
+    `7`), a list `"7", "8"` (any of them), `*` (any: None, as when absent, so a missing task is still 404).
+    A weak tag `W/"7"` never matches strongly: it adds no version, and weak tags alone match nothing."""
     value = headers.get("if-match")
     if value is None:
         return None
-    match = _VERSION.match(value)
-    if match is None:
-        raise Problem(400, "bad-if-match", 'If-Match must be a task version such as "7"')
-    return int(match.group(1))
+    value = value.strip()
+    if value == "*":
+        return None
+    versions: list[int] = []
+    members = value.split(",")
+    for member in members:
+        tag = _TAG.fullmatch(member.strip())
+        if tag is None or len(members) > _MAX_TAGS:
+            raise Problem(
+                400,
+                "bad-if-match",
+                'If-Match must be *, a task version such as "7", or a list of them such as "7", "8"',
+            )
+        if tag.group(1) is None:
+            versions.append(int(tag.group(2) or tag.group(3)))
+    return tuple(versions)
