@@ -36,11 +36,13 @@ async def decode(request: Request, decoder: msgspec.json.Decoder[S]) -> S:
     if not raw.strip():
         raw = b"{}"
     try:
-        return decoder.decode(raw)
+        decoded = decoder.decode(raw)
     except RecursionError:  # msgspec skips an ignored field's value recursively: ~1,000 levels of nesting
         raise Problem(
             422, "invalid-field", "request body is nested too deeply", errors=[{"path": "$"}]
         ) from None
+    commands.refuse_repeated_keys(raw)
+    return decoded
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -29,7 +29,15 @@ from msgspec import Meta, Struct
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from infra.commands import Comment, CreateTaskIn, Text, idempotency_key, if_match, new_task
+from infra.commands import (
+    Comment,
+    CreateTaskIn,
+    Text,
+    idempotency_key,
+    if_match,
+    new_task,
+    refuse_repeated_keys,
+)
 from infra.problems import Problem, to_problem
 from infra.relay import NatsLink, Subjects
 from infra.service import Outcome, StoreUnavailable, TaskService
@@ -277,6 +285,7 @@ class NatsCommands:
         path = subject.removeprefix(self._prefix).split(".")
         if path == ["create"]:
             body = _DECODERS[CreateTaskIn].decode(raw)
+            refuse_repeated_keys(raw)
             outcome = await self.service.create(self.owner, new_task(body), idempotency_key(head))
             return await self._answer(outcome)
         if len(path) != 2 or not subject.startswith(self._prefix):
@@ -286,6 +295,7 @@ class NatsCommands:
         if kind is None:
             raise Problem(404, "unknown-command", f"no task command {name!r}")
         command = _DECODERS[kind].decode(raw)
+        refuse_repeated_keys(raw)
         try:
             task_id = UUID(raw_id)
         except ValueError:

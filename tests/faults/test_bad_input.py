@@ -131,6 +131,35 @@ HTTP_CASES: list[tuple[str, str, bytes, int, str]] = [
         "invalid-field",
     ),
     ("30k-deep arrays as a webhook field", WEBHOOK, b'{"x": ' + NESTED + b"}", 422, "invalid-field"),
+    ("a repeated key", PROGRESS, b'{"percent": 5, "percent": 50}', 400, "malformed-json"),
+    (
+        "a repeated key in a log line",
+        LOGS,
+        b'{"message": "a", "level": "info", "message": "b"}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key inside a step",
+        "/api/tasks",
+        b'{"title": "t", "steps": [{"name": "a"}, {"name": "b", "name": "c"}]}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key the webhook reads",
+        WEBHOOK,
+        b'{"text": "help", "text": "pause"}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key the webhook ignores",
+        WEBHOOK,
+        b'{"text": "help", "x": {"a": 1, "a": 2}}',
+        400,
+        "malformed-json",
+    ),
 ]
 
 

@@ -223,6 +223,10 @@ def test_bad_requests_get_the_problem_shape(tmp_path: Path, nats_url: str) -> No
         assert_problem(await ask(s.command(task_id, "start"), {"order": 9}), 404, "step-not-found")
         assert_problem(await ask(s.command(task_id, "start")), 422, "invalid-field")  # order is required
         assert_problem(await ask(progress, raw=b"{" + b" " * 70_000 + b"}"), 413, "body-too-large")
+        repeated = b'{"order": 1, "percent": 5, "percent": 50}'  # was taken silently, the last one winning
+        assert_problem(await ask(progress, raw=repeated), 400, "malformed-json")
+        twice = b'{"title": "x", "steps": [{"name": "a", "weight": 1, "weight": 2}]}'
+        assert_problem(await ask(s.create, raw=twice), 400, "malformed-json")
 
         # A rejected command appended nothing.
         events = await rt.service.read(lambda: rt.app.task_events(UUID(task_id)))
