@@ -264,6 +264,34 @@ def test_no_path_time_cursor_or_body_shape_answers_500(client: httpx.Client, tas
     REFUSED.append("4,301-digit path numbers, calendar-end instants, NUL cursors, deep bodies on every route")
 
 
+BLANK = " \t\n\u3000"  # spaces, a tab, a newline, an ideographic space
+BLANK_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("log line", LOGS, {"message": BLANK}, "$.message"),
+    ("log line about a step", LOGS, {"message": BLANK, "level": "error", "step": 1}, "$.message"),
+    (
+        "substep name",
+        "/api/tasks",
+        {"title": "t", "steps": [{"name": "a", "substeps": ["b", BLANK]}]},
+        "$.steps[0].substeps[1]",
+    ),
+    ("title", "/api/tasks", {"title": BLANK, "steps": [{"name": "a"}]}, "$.title"),
+    ("step name", "/api/tasks", {"title": "t", "steps": [{"name": "a"}, {"name": BLANK}]}, "$.steps[1].name"),
+    ("failure text", "/api/tasks/{tid}/steps/1/fail", {"error": BLANK}, "$.error"),
+    ("approval message", "/api/tasks/{tid}/steps/1/approval", {"message": BLANK}, "$.message"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "where"), BLANK_CASES, ids=[c[0] for c in BLANK_CASES])
+def test_blank_texts_are_refused_naming_the_field(
+    client: httpx.Client, task: str, name: str, path: str, body: dict[str, Any], where: str
+) -> None:
+    """Whitespace says nothing: a text that must say something is 422 `invalid-field` at its path (log lines
+    and substep names used to be accepted blank). Optional texts (comment, result, reason) may be blank."""
+    problem = assert_problem(client.post(path.format(tid=task), json=body), 422, "invalid-field")
+    assert problem["errors"][0]["path"] == where
+    REFUSED.append(f"blank {name}")
+
+
 def test_nul_errors_name_the_field(client: httpx.Client) -> None:
     body = b'{"title": "t", "steps": [{"name": "ok"}, {"name": "a", "substeps": ["b", "c\\u0000"]}]}'
     problem = assert_problem(client.post("/api/tasks", content=body), 422, "invalid-field")
