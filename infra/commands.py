@@ -49,7 +49,7 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
         repeated = next(key for i, key in enumerate(keys) if key in keys[:i])
-        raise Problem(400, "malformed-json", f"request body repeats the key {repeated!r} in one object")
+        raise Problem(400, "malformed-json", f"request body repeats the key {repeated[:100]!r} in one object")
 
 
 # The stdlib's C scanner calls the hook with each object's pairs in order, duplicates kept (msgspec keeps the
@@ -94,16 +94,12 @@ def if_match(headers: Mapping[str, str]) -> Pin | None:
     value = value.strip()
     if value == "*":
         return None
-    versions: list[int] = []
     members = value.split(",")
-    for member in members:
-        tag = _TAG.fullmatch(member.strip())
-        if tag is None or len(members) > _MAX_TAGS:
-            raise Problem(
-                400,
-                "bad-if-match",
-                'If-Match must be *, a task version such as "7", or a list of them such as "7", "8"',
-            )
-        if tag.group(1) is None:
-            versions.append(int(tag.group(2) or tag.group(3)))
-    return tuple(versions)
+    tags = [_TAG.fullmatch(member.strip()) for member in members[: _MAX_TAGS + 1]]
+    if len(members) > _MAX_TAGS or not all(tags):
+        raise Problem(
+            400,
+            "bad-if-match",
+            f'If-Match must be *, a task version such as "7", or a list of at most {_MAX_TAGS} ("7", "8")',
+        )
+    return tuple(int(tag[2] or tag[3]) for tag in tags if tag is not None and tag[1] is None)
