@@ -385,8 +385,8 @@ class TaskCore:
         """Append a log line; logs are accepted in any state, so this never waits on a pause."""
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
-        if not message:
-            raise ValueError("message must not be empty")
+        if not message.strip():
+            raise ValueError("message must not be blank")  # the server refuses it (422)
         body: dict[str, Any] = {"message": clip(message), "level": level}
         if step is not None:
             body["step"] = step

@@ -150,6 +150,9 @@ class Task(Aggregate):
         for i, plan in enumerate(steps):
             if not plan.name.strip():
                 raise InvalidValue(f"steps[{i}].name", "must not be empty")
+            for j, substep in enumerate(plan.substeps):
+                if not substep.strip():
+                    raise InvalidValue(f"steps[{i}].substeps[{j}]", "must not be blank")
             if not (plan.weight > 0 and math.isfinite(plan.weight)):
                 raise InvalidValue(f"steps[{i}].weight", "must be a positive number")
         if tables is not None and tables < 0:
@@ -350,8 +353,8 @@ class Task(Aggregate):
         """Append a log line, optionally about one step."""
         if level not in LOG_LEVELS:
             raise InvalidValue("level", f"must be one of {', '.join(LOG_LEVELS)}")
-        if not message:
-            raise InvalidValue("message", "must not be empty")
+        if not message.strip():
+            raise InvalidValue("message", "must not be blank")
         if step is not None:
             self.step(step)
         self._logged(level=level, message=message, step=step, idem=idem, timestamp=at)

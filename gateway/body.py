@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from gateway.problems import Problem
 from infra import commands
+from infra.service import Pin
 
 MAX_BODY = 64 * 1024
 S = TypeVar("S", bound=msgspec.Struct)
@@ -34,12 +35,19 @@ async def decode(request: Request, decoder: msgspec.json.Decoder[S]) -> S:
     raw = await read_body(request)
     if not raw.strip():
         raw = b"{}"
-    return decoder.decode(raw)
+    try:
+        decoded = decoder.decode(raw)
+    except RecursionError:  # msgspec skips an ignored field's value recursively: ~1,000 levels of nesting
+        raise Problem(
+            422, "invalid-field", "request body is nested too deeply", errors=[{"path": "$"}]
+        ) from None
+    commands.refuse_repeated_keys(raw)
+    return decoded
 
 
 def idempotency_key(request: Request) -> str | None:
     return commands.idempotency_key(request.headers)
 
 
-def if_match(request: Request) -> int | None:
+def if_match(request: Request) -> Pin | None:
     return commands.if_match(request.headers)

@@ -214,7 +214,10 @@ async def delete_subscription(request: Request) -> Response:
     name = await owner(request)
     db = store(request)
     sub_id = request.path_params["sub_id"]
-    if not await runtime(request).service.read(lambda: db.delete_subscription(name, sub_id)):
+    # No id holds a control character, and PostgreSQL would refuse a NUL in the query (a DataError).
+    if not sub_id.isprintable() or not await runtime(request).service.read(
+        lambda: db.delete_subscription(name, sub_id)
+    ):
         raise Problem(404, "not-found", f"no push subscription {sub_id}")
     return Response(status_code=204)
 

@@ -369,6 +369,13 @@ def build() -> dict[str, Any]:
             [
                 TASK_ID,
                 _int("position", "Time travel to a log position"),
+                {
+                    "name": "at",
+                    "in": "query",
+                    "required": False,
+                    "description": "Time travel to an instant (ISO 8601, years 1 to 9999 in UTC)",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
                 _int("min_position", "Wait for this position"),
             ],
         ),

@@ -23,4 +23,9 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
-    return problem_response(to_problem(exc), request.url.path)
+    problem = to_problem(exc)
+    if problem.status == 500:
+        # Starlette re-raises an unexpected error after this answer and uvicorn then closes the connection:
+        # say so, or a keep-alive client finds it dropped under its next request.
+        problem.headers["Connection"] = "close"
+    return problem_response(problem, request.url.path)

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -67,6 +68,27 @@ def task_id(request: Request) -> UUID:
 
 
 TASK_STATUSES = tuple(s.value for s in TaskStatus)
+MAX_STEP_DIGITS = 18  # plans have at most 200 steps and substeps; past this the number is no step at all
+
+
+class StepNumber(Convertor[int]):
+    """`{order:step}` and `{n:step}`: digits, as Starlette's int convertor, but a number too long to be any
+    step is a 404 problem here, before Python's int() refuses it (over 4,300 digits) with a ValueError."""
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        digits = value.lstrip("0") or "0"
+        if len(digits) > MAX_STEP_DIGITS:
+            shown = f"{digits[:MAX_STEP_DIGITS]}… ({len(digits)} digits)"
+            raise Problem(404, "step-not-found", f"the task has no step or substep {shown}")
+        return int(digits)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("step", StepNumber())
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -142,7 +164,9 @@ async def task_command(request: Request) -> Response:
     body = await decode(request, wire.DECODERS[kind])
     if action == "restart":
         scope = (await commanding(request, "restart")).scope
-        outcome = await runtime(request).service.restart(task_id(request), scope, idempotency_key(request))
+        outcome = await runtime(request).service.restart(
+            task_id(request), scope, idempotency_key(request), if_match(request)
+        )
         return await answer(request, outcome)
     return await _command(request, action, msgspec.structs.asdict(body))
 
@@ -270,7 +294,7 @@ ROUTES = [
     Route("/api/tasks/{task_id}/history", get_history, methods=["GET"]),
     Route("/api/tasks/{task_id}/logs", get_logs, methods=["GET"]),
     Route("/api/tasks/{task_id}/logs", post_log, methods=["POST"]),
-    Route("/api/tasks/{task_id}/steps/{order:int}/substeps/{n:int}/done", substep_done, methods=["POST"]),
-    Route("/api/tasks/{task_id}/steps/{order:int}/{action}", step_command, methods=["POST"]),
+    Route("/api/tasks/{task_id}/steps/{order:step}/substeps/{n:step}/done", substep_done, methods=["POST"]),
+    Route("/api/tasks/{task_id}/steps/{order:step}/{action}", step_command, methods=["POST"]),
     Route("/api/tasks/{task_id}/{action}", task_command, methods=["POST"]),
 ]

@@ -29,7 +29,15 @@ from msgspec import Meta, Struct
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from infra.commands import Comment, CreateTaskIn, Text, idempotency_key, if_match, new_task
+from infra.commands import (
+    Comment,
+    CreateTaskIn,
+    Text,
+    idempotency_key,
+    if_match,
+    new_task,
+    refuse_repeated_keys,
+)
 from infra.problems import Problem, to_problem
 from infra.relay import NatsLink, Subjects
 from infra.service import Outcome, StoreUnavailable, TaskService
@@ -277,6 +285,7 @@ class NatsCommands:
         path = subject.removeprefix(self._prefix).split(".")
         if path == ["create"]:
             body = _DECODERS[CreateTaskIn].decode(raw)
+            refuse_repeated_keys(raw)
             outcome = await self.service.create(self.owner, new_task(body), idempotency_key(head))
             return await self._answer(outcome)
         if len(path) != 2 or not subject.startswith(self._prefix):
@@ -286,13 +295,14 @@ class NatsCommands:
         if kind is None:
             raise Problem(404, "unknown-command", f"no task command {name!r}")
         command = _DECODERS[kind].decode(raw)
+        refuse_repeated_keys(raw)
         try:
             task_id = UUID(raw_id)
         except ValueError:
             raise Problem(404, "task-not-found", f"no task {raw_id}") from None
         key = idempotency_key(head)
         if name == "restart":
-            outcome = await self.service.restart(task_id, self.owner, key)
+            outcome = await self.service.restart(task_id, self.owner, key, if_match(head))
         else:
             args = msgspec.structs.asdict(command)
             outcome = await self.service.command(task_id, self.owner, name, args, key, if_match(head))

@@ -76,9 +76,12 @@ def to_problem(exc: Exception) -> Problem:
         case DomainError():
             return Problem(422, "rejected", str(exc))
         case VersionMismatch():
-            return Problem(
-                412, "version-mismatch", str(exc), expected_version=exc.expected, actual_version=exc.actual
+            expected: dict[str, Any] = (
+                {"expected_version": exc.expected[0]}
+                if len(exc.expected) == 1
+                else {"expected_versions": list(exc.expected)}  # a list of tags, or weak tags only
             )
+            return Problem(412, "version-mismatch", str(exc), **expected, actual_version=exc.actual)
         case WriteContended():
             problem = Problem(503, "write-contended", str(exc))
             problem.headers["Retry-After"] = "1"

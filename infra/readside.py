@@ -253,10 +253,16 @@ def encode_cursor(created_at: str, task_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The (created_at, task_id) a cursor from encode_cursor holds; anything else is a BadCursor before it
+    reaches SQL (PostgreSQL refuses a NUL in text with a DataError)."""
     try:
         created_at, task_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        UUID(task_id)
     except ValueError:
         raise BadCursor(cursor) from None
+    if not created_at.isprintable() or not task_id.isprintable():
+        raise BadCursor(cursor)
     return created_at, task_id
 
 
@@ -268,8 +274,9 @@ def parse_at(raw: str) -> str:
     """An ISO 8601 instant normalised to the form the read models store (UTC, milliseconds, Z)."""
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # OverflowError: an offset that moves the instant out of years 1-9999 (0001-01-01T00:00+14:00)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError):
         raise BadCursor(raw) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

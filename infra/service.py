@@ -35,6 +35,7 @@ KEY_NAMESPACE = UUID("6f1c2b7e-4d0a-4f63-9a51-8e2f3c4d5a6b")
 # backoff so that two processes hammering one task take turns; after this many tries it answers 503.
 MAX_CONFLICT_RETRIES = 24
 SAVED_TASKS = 2000  # tasks the writer keeps as it last saved them
+Pin = tuple[int, ...]  # the task versions an If-Match accepts, any of them (none: only weak tags were sent)
 CONFLICT_BACKOFF_S = 0.002
 CONFLICT_BACKOFF_MAX_S = 0.05
 
@@ -202,13 +203,15 @@ class TaskService:
         name: str,
         args: dict[str, Any],
         key: str | None = None,
-        if_match: int | None = None,
+        if_match: Pin | None = None,
     ) -> Outcome:
         job = CommandJob(task_id, owner, name, args, key, if_match)
         return await self.counted(name, job, grouped=True)
 
-    async def restart(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
-        return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key))
+    async def restart(
+        self, task_id: UUID, owner: str | None, key: str | None = None, if_match: Pin | None = None
+    ) -> Outcome:
+        return await self.counted("restart", lambda: self.restart_sync(task_id, owner, key, if_match))
 
     # ---- commands ---------------------------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class TaskService:
         name: str,
         args: dict[str, Any],
         key: str | None = None,
-        if_match: int | None = None,
+        if_match: Pin | None = None,
     ) -> Outcome:
         """Apply one command, retrying on a concurrent writer unless the caller pinned a version."""
         print_, idem = command_print(name, task_id, args, key)
@@ -253,7 +256,7 @@ class TaskService:
             try:
                 if key and task.replayed(key, print_):
                     return self._outcome(task, self.app.head(), replayed=True)
-                if if_match is not None and task.version != if_match:
+                if if_match is not None and task.version not in if_match:
                     if not fresh:  # another process may have written since we saved it: look again
                         fresh = True
                         continue
@@ -296,8 +299,11 @@ class TaskService:
             while len(self._saved) > SAVED_TASKS:
                 self._saved.popitem(last=False)
 
-    def restart_sync(self, task_id: UUID, owner: str | None, key: str | None = None) -> Outcome:
-        """Cancel the task if it is still going, then start a new one with the same plan, linked both ways."""
+    def restart_sync(
+        self, task_id: UUID, owner: str | None, key: str | None = None, if_match: Pin | None = None
+    ) -> Outcome:
+        """Cancel the task if it is still going, then start a new one with the same plan, linked both ways;
+        `if_match` pins the old task's version, as for every other command."""
         print_ = fingerprint("restart", str(task_id))
         idem = f"{key}:{print_}" if key else None
         for attempt in range(MAX_CONFLICT_RETRIES):
@@ -305,6 +311,9 @@ class TaskService:
             if key and old.replayed(key, print_) and old.restarted_as:
                 new = self.load(UUID(old.restarted_as), owner)
                 return self._outcome(new, self.app.head(), replayed=True, created=True)
+            if if_match is not None and old.version not in if_match:
+                self.checkin(old)
+                raise VersionMismatch(if_match, old.version)
             if old.status in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.FAILED):
                 old.cancel(reason="restarted")
             new = Task.plan(
@@ -319,6 +328,8 @@ class TaskService:
             try:
                 position = self._save(old, new)
             except IntegrityError:  # another process wrote the old task meanwhile: like commands, retry
+                if if_match is not None:
+                    raise VersionMismatch(if_match, self.load(task_id, owner).version) from None
                 _back_off(attempt)
                 continue
             self.checkin(old)
@@ -370,7 +381,7 @@ class CommandJob:
     name: str
     args: dict[str, Any]
     key: str | None = None
-    if_match: int | None = None
+    if_match: Pin | None = None
 
 
 MAX_GROUP = 256
@@ -473,7 +484,7 @@ class GroupWriter:
                 if job.key and task.replayed(job.key, print_):
                     applied.append((future, task, progress_view(task), True))
                     continue
-                if job.if_match is not None and task.version != job.if_match:
+                if job.if_match is not None and task.version not in job.if_match:
                     later.append((job, future))  # decided on its own, against the task as stored
                     continue
                 apply_command(task, job.name, job.args, idem)
@@ -511,7 +522,7 @@ class GroupWriter:
             _settle(future, partial(service.command_sync, *_job_args(job)), started=True)
 
 
-def _job_args(job: CommandJob) -> tuple[UUID, str | None, str, dict[str, Any], str | None, int | None]:
+def _job_args(job: CommandJob) -> tuple[UUID, str | None, str, dict[str, Any], str | None, Pin | None]:
     return job.task_id, job.owner, job.name, job.args, job.key, job.if_match
 
 
@@ -532,10 +543,14 @@ def _back_off(attempt: int) -> None:
 class VersionMismatch(Exception):
     """The task moved on since the version the caller expected (If-Match)."""
 
-    def __init__(self, expected: int, actual: int) -> None:
+    def __init__(self, expected: Pin, actual: int) -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(f"task is at version {actual}, not {expected}")
+        if not expected:
+            detail = "If-Match held only weak tags, and a weak tag never matches (RFC 9110 strong comparison)"
+        else:
+            detail = f"task is at version {actual}, not {' or '.join(str(v) for v in expected)}"
+        super().__init__(detail)
 
 
 class WriteContended(Exception):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -111,7 +114,33 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
     server.stop()
 
 
-schema = schemathesis.openapi.from_dict(build())
+HUGE = "9" * 4_301  # one digit past Python's int-length limit
+
+
+def with_hostile_examples(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with explicit examples the fuzzer sends first: every integer path parameter as a
+    4,301-digit number (typed as digits, since such a number cannot be a JSON integer here), every time
+    parameter at the ends of the calendar, every cursor holding a NUL."""
+    document = copy.deepcopy(document)  # build() shares parameter objects between operations
+    for operations in document["paths"].values():
+        for op in operations.values():
+            for param in op.get("parameters", []):
+                schema = param["schema"]
+                if param["in"] == "path" and schema.get("type") == "integer":
+                    param["schema"] = {"type": "string", "pattern": "^[0-9]+$"}
+                    param["examples"] = {"huge": {"value": HUGE}}
+                elif schema.get("format") == "date-time":
+                    param["examples"] = {
+                        "before year 1 in UTC": {"value": "0001-01-01T00:00:00+14:00"},
+                        "after year 9999 in UTC": {"value": "9999-12-31T23:59:59-14:00"},
+                    }
+                elif param["name"] == "before":
+                    nul = base64.urlsafe_b64encode(b"2026-01-01T00:00:00.000Z|\x00").decode()
+                    param["examples"] = {"NUL": {"value": nul}}
+    return document
+
+
+schema = schemathesis.openapi.from_dict(with_hostile_examples(build()))
 _tasks: dict[str, str] = {}
 
 

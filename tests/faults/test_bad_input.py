@@ -8,6 +8,7 @@ negative and huge step numbers, oversized headers, and binary, oversized and flo
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import websockets
 
+from gateway.openapi import build
 from tests.e2e.conftest import ServerProcess
 from tests.faults.harness import FIGURES, assert_problem, events, settle, verify
 
@@ -64,6 +66,10 @@ def client(server: ServerProcess, task: str) -> Iterator[httpx.Client]:
 
 
 NESTED = b"[" * 30_000 + b"]" * 30_000  # within the 64 KiB limit
+HUGE = "9" * 4_301  # one digit past Python's int-length limit: int() raises ValueError
+DEEP_ARRAYS = b"[" * 990 + b"]" * 990  # about the interpreter's recursion limit
+DEEP_OBJECTS = b'{"a": ' * 990 + b"1" + b"}" * 990
+WEBHOOK = "/api/chat/webhook"
 HTTP_CASES: list[tuple[str, str, bytes, int, str]] = [
     ("bad UTF-8 inside a JSON string", LOGS, b'{"message": "caf\xe9"}', 400, "malformed-json"),
     ("bad UTF-8 in a title", "/api/tasks", b'{"title": "\xc3\x28", "steps": []}', 400, "malformed-json"),
@@ -108,6 +114,52 @@ HTTP_CASES: list[tuple[str, str, bytes, int, str]] = [
     ("negative substep", "/api/tasks/{tid}/steps/1/substeps/-1/done", b"", 404, "not-found"),
     ("substep 0", "/api/tasks/{tid}/steps/1/substeps/0/done", b"", 404, "step-not-found"),
     ("unknown task command", "/api/tasks/{tid}/explode", b"", 404, "unknown-command"),
+    ("4,301-digit order", f"/api/tasks/{{tid}}/steps/{HUGE}/start", b"", 404, "step-not-found"),
+    ("4,301-digit substep", f"/api/tasks/{{tid}}/steps/1/substeps/{HUGE}/done", b"", 404, "step-not-found"),
+    (
+        "990-deep arrays in a field the webhook ignores",
+        WEBHOOK,
+        b'{"text": "help", "x": ' + DEEP_ARRAYS + b"}",
+        422,
+        "invalid-field",
+    ),
+    (
+        "990-deep objects in a field the webhook ignores",
+        WEBHOOK,
+        b'{"x": ' + DEEP_OBJECTS + b', "text": "help"}',
+        422,
+        "invalid-field",
+    ),
+    ("30k-deep arrays as a webhook field", WEBHOOK, b'{"x": ' + NESTED + b"}", 422, "invalid-field"),
+    ("a repeated key", PROGRESS, b'{"percent": 5, "percent": 50}', 400, "malformed-json"),
+    (
+        "a repeated key in a log line",
+        LOGS,
+        b'{"message": "a", "level": "info", "message": "b"}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key inside a step",
+        "/api/tasks",
+        b'{"title": "t", "steps": [{"name": "a"}, {"name": "b", "name": "c"}]}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key the webhook reads",
+        WEBHOOK,
+        b'{"text": "help", "text": "pause"}',
+        400,
+        "malformed-json",
+    ),
+    (
+        "a repeated key the webhook ignores",
+        WEBHOOK,
+        b'{"text": "help", "x": {"a": 1, "a": 2}}',
+        400,
+        "malformed-json",
+    ),
 ]
 
 
@@ -120,6 +172,124 @@ def test_bad_bodies_and_paths(
     response = client.post(path.format(tid=task), content=body, headers={"content-type": "application/json"})
     assert_problem(response, status, slug)
     REFUSED.append(name)
+
+
+def cursor(text: str) -> str:
+    """A `before` cursor in the form the server hands out (base64url of `created_at|task_id`)."""
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+PROGRESS_OF = "/api/tasks/{tid}/progress"
+QUERY_CASES: list[tuple[str, str, dict[str, str]]] = [
+    ("at before year 1 in UTC", PROGRESS_OF, {"at": "0001-01-01T00:00:00+14:00"}),
+    ("at after year 9999 in UTC", PROGRESS_OF, {"at": "9999-12-31T23:59:59-14:00"}),
+    ("at of 4,301 digits", PROGRESS_OF, {"at": HUGE}),
+    ("cursor with NUL in its task id", "/api/tasks", {"before": cursor("2026-01-01T00:00:00.000Z|\x00")}),
+    ("cursor of NUL only", "/api/tasks", {"before": cursor("\x00|\x00")}),
+    ("cursor that is no instant", "/api/tasks", {"before": cursor("x|00000000-0000-0000-0000-000000000000")}),
+]
+
+
+def query_case_ids() -> list[str]:
+    return [c[0] for c in QUERY_CASES]
+
+
+@pytest.mark.parametrize(("name", "path", "params"), QUERY_CASES, ids=query_case_ids())
+def test_bad_times_and_cursors(
+    client: httpx.Client, task: str, name: str, path: str, params: dict[str, str]
+) -> None:
+    """Instants that overflow when moved to UTC, and cursors holding what no cursor holds (PostgreSQL refuses
+    a NUL in text): 422 `invalid-query`, not 500."""
+    assert_problem(client.get(path.format(tid=task), params=params), 422, "invalid-query")
+    REFUSED.append(name)
+
+
+def hostile_requests(task: str) -> list[tuple[str, str, dict[str, str], bytes | None]]:
+    """For every route in the OpenAPI document: each path parameter as a 4,301-digit number and as a NUL,
+    each time parameter at the ends of the calendar, each cursor holding NUL, each other query parameter as
+    a huge number or a NUL, and each body with ~1,000 levels of nesting (first in a field, then as the body).
+    The other path parameters name the real task and step 1, so a body reaches its decoder."""
+    out: list[tuple[str, str, dict[str, str], bytes | None]] = []
+    good = {"task_id": task, "order": "1", "n": "1", "sub_id": "1"}
+    for template, operations in build()["paths"].items():
+        for method, op in operations.items():
+            params = op.get("parameters", [])
+            names = [p["name"] for p in params if p["in"] == "path"]
+
+            def fill(template: str = template, names: list[str] = names, **bad: str) -> str:
+                values = {**good, **bad}
+                for name in names:
+                    template = template.replace(f"{{{name}}}", values[name])
+                return template
+
+            for name in names:
+                out += [(method, fill(**{name: HUGE}), {}, None), (method, fill(**{name: "%00"}), {}, None)]
+            for p in params:
+                if p["in"] != "query":
+                    continue
+                schema = p["schema"]
+                if schema.get("format") == "date-time":
+                    values = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+                elif p["name"] == "before":
+                    values = [cursor("2026-01-01T00:00:00.000Z|\x00"), cursor("\x00|\x00")]
+                else:
+                    values = [HUGE, "\x00"]
+                out += [(method, fill(), {p["name"]: value}, None) for value in values]
+            if "requestBody" in op:
+                out += [
+                    (method, fill(), {}, b'{"x": ' + DEEP_ARRAYS + b"}"),
+                    (method, fill(), {}, b'{"x": ' + DEEP_OBJECTS + b"}"),
+                    (method, fill(), {}, DEEP_ARRAYS),
+                ]
+    return out
+
+
+def refuse_every_hostile_shape(client: httpx.Client, task: str) -> int:
+    """Send every hostile_requests() shape: each is a 4xx problem (never a 500, never accepted)."""
+    tried = hostile_requests(task)
+    for method, path, params, body in tried:
+        response = client.request(
+            method, path, params=params, content=body, headers={"content-type": "application/json"}
+        )
+        where = f"{method.upper()} {path[:100]} {str(params)[:100]} {(body or b'')[:30]!r}"
+        assert 400 <= response.status_code < 500, f"{where}: {response.status_code} {response.text[:300]}"
+        assert response.headers["content-type"] == "application/problem+json", where
+    return len(tried)
+
+
+def test_no_path_time_cursor_or_body_shape_answers_500(client: httpx.Client, task: str) -> None:
+    count = refuse_every_hostile_shape(client, task)
+    assert count > 100  # every route of the document, not a few
+    FIGURES["hostile shapes per route"] = {"requests": count}
+    REFUSED.append("4,301-digit path numbers, calendar-end instants, NUL cursors, deep bodies on every route")
+
+
+BLANK = " \t\n\u3000"  # spaces, a tab, a newline, an ideographic space
+BLANK_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("log line", LOGS, {"message": BLANK}, "$.message"),
+    ("log line about a step", LOGS, {"message": BLANK, "level": "error", "step": 1}, "$.message"),
+    (
+        "substep name",
+        "/api/tasks",
+        {"title": "t", "steps": [{"name": "a", "substeps": ["b", BLANK]}]},
+        "$.steps[0].substeps[1]",
+    ),
+    ("title", "/api/tasks", {"title": BLANK, "steps": [{"name": "a"}]}, "$.title"),
+    ("step name", "/api/tasks", {"title": "t", "steps": [{"name": "a"}, {"name": BLANK}]}, "$.steps[1].name"),
+    ("failure text", "/api/tasks/{tid}/steps/1/fail", {"error": BLANK}, "$.error"),
+    ("approval message", "/api/tasks/{tid}/steps/1/approval", {"message": BLANK}, "$.message"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "where"), BLANK_CASES, ids=[c[0] for c in BLANK_CASES])
+def test_blank_texts_are_refused_naming_the_field(
+    client: httpx.Client, task: str, name: str, path: str, body: dict[str, Any], where: str
+) -> None:
+    """Whitespace says nothing: a text that must say something is 422 `invalid-field` at its path (log lines
+    and substep names used to be accepted blank). Optional texts (comment, result, reason) may be blank."""
+    problem = assert_problem(client.post(path.format(tid=task), json=body), 422, "invalid-field")
+    assert problem["errors"][0]["path"] == where
+    REFUSED.append(f"blank {name}")
 
 
 def test_nul_errors_name_the_field(client: httpx.Client) -> None:
@@ -321,6 +491,21 @@ def test_the_server_is_intact_after_all_that(server: ServerProcess) -> None:
     assert server.proc is not None and server.proc.poll() is None
     verify(server)
     FIGURES["bad input"] = {"refused_kinds": len(REFUSED)}
+
+
+@pytest.mark.postgres
+def test_hostile_shapes_on_postgres(tmp_path: Path, server_factory: type[ServerProcess], pg_url: str) -> None:
+    """The same refusals on PostgreSQL, where a NUL in a text parameter is a DataError (it was a 500)."""
+    server = server_factory(tmp_path, pg_url)
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
+        head = client.get("/readyz").json()["head"]
+        for _, path, params in QUERY_CASES:
+            assert_problem(client.get(path.format(tid=tid), params=params), 422, "invalid-query")
+        refuse_every_hostile_shape(client, tid)
+        assert client.get("/readyz").json()["head"] == head
+    server.stop()
 
 
 @pytest.mark.postgres

@@ -6,6 +6,7 @@ Each test runs twice: on the SQLite file store and on a real PostgreSQL.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -312,6 +313,50 @@ def test_if_match_gives_optimistic_concurrency(client: TestClient) -> None:
     problem = assert_problem(stale, 412, "version-mismatch")
     assert problem["actual_version"] == task["version"] + 1
     assert_problem(client.post(f"/api/tasks/{tid}/pause", headers={"If-Match": "soon"}), 400, "bad-if-match")
+
+
+def test_if_match_compares_strongly_and_takes_star_and_lists(client: TestClient) -> None:
+    """RFC 9110: a weak tag never matches (it used to be taken as a strong one), `*` matches any task that
+    exists (it was a 400) and a task that does not is 404 as without the header, and a list matches when any
+    of its strong tags does."""
+    tid = create(client)["task_id"]
+    start, pause = f"/api/tasks/{tid}/steps/1/start", f"/api/tasks/{tid}/pause"
+    weak = assert_problem(client.post(start, headers={"If-Match": 'W/"1"'}), 412, "version-mismatch")
+    assert (weak["expected_versions"], weak["actual_version"]) == ([], 1)
+    mixed = assert_problem(client.post(start, headers={"If-Match": 'W/"1", "7"'}), 412, "version-mismatch")
+    assert (mixed["expected_version"], mixed["actual_version"]) == (7, 1)
+    assert event_count(client, tid) == 1
+
+    listed = client.post(start, headers={"If-Match": '"5", "1"'})
+    assert listed.status_code == 200 and listed.json()["version"] == 2
+    stale = assert_problem(client.post(pause, headers={"If-Match": '"1", "3"'}), 412, "version-mismatch")
+    assert (stale["expected_versions"], stale["actual_version"]) == ([1, 3], 2)
+    star = client.post(pause, headers={"If-Match": "*"})
+    assert star.status_code == 200 and star.json()["version"] == 3
+    missing = client.post(f"/api/tasks/{uuid.uuid4()}/pause", headers={"If-Match": "*"})
+    assert_problem(missing, 404, "task-not-found")
+    for garbage in ['"3",', '"3" "4"', "W/3", '*, "3"', "", '"3", ' * 51 + '"3"']:
+        assert_problem(client.post(pause, headers={"If-Match": garbage}), 400, "bad-if-match")
+    assert event_count(client, tid) == 3
+
+
+def test_restart_honours_if_match(client: TestClient) -> None:
+    """restart is a command like the others: a stale or garbage If-Match refuses it and cancels nothing
+    (it used to answer 201 and cancel the running task whatever the header said)."""
+    tid = create(client)["task_id"]
+    running = post(client, f"/api/tasks/{tid}/steps/1/start")
+    before = event_count(client, tid)
+    stale = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": '"999"'})
+    problem = assert_problem(stale, 412, "version-mismatch")
+    assert (problem["expected_version"], problem["actual_version"]) == (999, running["version"])
+    garbage = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": "garbage"})
+    assert_problem(garbage, 400, "bad-if-match")
+    assert event_count(client, tid) == before
+    assert client.get(f"/api/tasks/{tid}/progress").json()["status"] == "running"
+    assert [t["task_id"] for t in client.get("/api/tasks").json()["tasks"]] == [tid]
+    pinned = client.post(f"/api/tasks/{tid}/restart", headers={"If-Match": f'"{running["version"]}"'})
+    assert pinned.status_code == 201, pinned.text
+    assert pinned.json()["restarted_from"] == tid
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,14 @@ def test_idempotency_key_and_if_match_work_as_over_http(tmp_path: Path, nats_url
         assert stale["expected_version"] == 2 and stale["actual_version"] == 3
         assert_problem(await ask(progress, {"order": 1, "percent": 20}, if_match="soon"), 400, "bad-if-match")
 
+        restart = s.command(task_id, "restart")  # pinned like every other command (it ignored If-Match)
+        refused = assert_problem(await ask(restart, if_match='"2"'), 412, "version-mismatch")
+        assert refused["actual_version"] == 3
+        assert_problem(await ask(restart, if_match="soon"), 400, "bad-if-match")
+        events = await rt.service.read(lambda: rt.app.task_events(UUID(task_id)))
+        assert events[-1]["type"] == "Progressed" and len(events) == 3
+        assert (await ask(restart, if_match='"3"'))["status"] == 201
+
     run(tmp_path, nats_url, scenario)
 
 
@@ -215,6 +223,10 @@ def test_bad_requests_get_the_problem_shape(tmp_path: Path, nats_url: str) -> No
         assert_problem(await ask(s.command(task_id, "start"), {"order": 9}), 404, "step-not-found")
         assert_problem(await ask(s.command(task_id, "start")), 422, "invalid-field")  # order is required
         assert_problem(await ask(progress, raw=b"{" + b" " * 70_000 + b"}"), 413, "body-too-large")
+        repeated = b'{"order": 1, "percent": 5, "percent": 50}'  # was taken silently, the last one winning
+        assert_problem(await ask(progress, raw=repeated), 400, "malformed-json")
+        twice = b'{"title": "x", "steps": [{"name": "a", "weight": 1, "weight": 2}]}'
+        assert_problem(await ask(s.create, raw=twice), 400, "malformed-json")
 
         # A rejected command appended nothing.
         events = await rt.service.read(lambda: rt.app.task_events(UUID(task_id)))

@@ -90,9 +90,9 @@ def test_a_pinned_command_that_loses_its_race_is_a_version_mismatch(scene: Scene
 
     ours.interfere = 1
     with pytest.raises(VersionMismatch) as raised:
-        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40}, if_match=version)
+        service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 40}, if_match=(version,))
 
-    assert (raised.value.expected, raised.value.actual) == (version, version + 1)
+    assert (raised.value.expected, raised.value.actual) == ((version,), version + 1)
     assert other.task(task_id).steps[0].percent == 0
 
 
@@ -119,7 +119,7 @@ def test_a_pinned_command_is_judged_against_the_stored_task_not_our_older_copy(s
     TaskService(other).command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 30})
     seen = other.task(task_id).version
 
-    outcome = service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 60}, if_match=seen)
+    outcome = service.command_sync(task_id, OWNER, "progress", {"order": 1, "percent": 60}, if_match=(seen,))
 
     assert outcome.version == seen + 1 == other.task(task_id).version
     assert other.task(task_id).steps[0].percent == 60

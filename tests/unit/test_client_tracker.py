@@ -269,6 +269,9 @@ def test_logs_never_wait_on_a_pause() -> None:
     assert api.gets == 0
     with pytest.raises(ValueError, match="level"):
         step.log("x", level="loud")
+    with pytest.raises(ValueError, match="blank"):  # the server refuses it: the SDK does not send it
+        step.log(" \n ")
+    assert len(api.commands("logs")) == 1
 
 
 def test_await_approval_returns_once_approved() -> None:
