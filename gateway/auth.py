@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import structlog
@@ -12,10 +13,14 @@ from starlette.requests import HTTPConnection
 
 from gateway.problems import Problem
 from infra.settings import Settings
-from infra.tokens import Principal, Role, TokenStore
+from infra.tokens import Principal, Role, TokenStore, hash_token
 
 log = structlog.get_logger(__name__)
 CACHE_SECONDS = 5.0  # a revoked token stops working within this long
+MAX_TOKEN_BYTES = 512  # ours are 46; anything longer is refused before it is hashed or looked up
+CACHE_ENTRIES = 10_000
+CACHE_BYTES = 4 * 1024 * 1024
+ENTRY_OVERHEAD = 400  # bytes of a cache entry besides its strings: the key, tuple, Principal and dict slot
 
 
 def is_loopback(host: str) -> bool:
@@ -57,6 +62,42 @@ class Bucket:
         return (1 - self.tokens) / self.rate
 
 
+class TokenCache:
+    """Principals of valid tokens by the token's SHA-256, for CACHE_SECONDS; bounded in entries and bytes.
+
+    Only hits are kept: an unknown token leaves nothing behind, whatever its size or number.
+    """
+
+    def __init__(self, entries: int = CACHE_ENTRIES, budget: int = CACHE_BYTES) -> None:
+        self.entries = entries
+        self.budget = budget
+        self.bytes = 0
+        self._items: OrderedDict[str, tuple[float, Principal, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, now: float, max_age: float) -> Principal | None:
+        item = self._items.get(key)
+        if item is None or now - item[0] > max_age:
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, principal: Principal, now: float) -> None:
+        self.drop(key)
+        size = ENTRY_OVERHEAD + len(key) + len(principal.owner or "") + len(principal.token_id or "")
+        while self._items and (len(self._items) >= self.entries or self.bytes + size > self.budget):
+            self.bytes -= self._items.popitem(last=False)[1][2]  # least recently used first
+        self._items[key] = (now, principal, size)
+        self.bytes += size
+
+    def drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.bytes -= item[2]
+
+
 class Auth:
     """Authenticates HTTP requests and WebSockets; open local mode only on loopback with no tokens."""
 
@@ -73,7 +114,7 @@ class Auth:
                 "local_mode", detail=f"no API tokens exist: every request acts as '{who}' (loopback only)"
             )
         self._local_checked = time.monotonic()
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache = TokenCache()
         self._buckets: dict[str, Bucket] = {}
         self.sockets: dict[str, int] = {}
 
@@ -96,28 +137,37 @@ class Auth:
         return Principal(Role.ADMIN, self.settings.local_owner)
 
     async def resolve(self, token: str | None) -> Principal:
-        """The principal for a presented token; 401 problem when it is missing or unknown."""
+        """The principal for a presented token; 401 problem when it is missing, over-long or unknown."""
         if await self.is_local():
             return self.local_principal
         if not token:
             raise unauthorized("an API token is required: send `Authorization: Bearer <token>`")
-        now = time.monotonic()
-        cached = self._cache.get(token)
-        if cached is None or now - cached[0] > CACHE_SECONDS:
-            principal = await asyncio.to_thread(self.tokens.resolve, token)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            cached = self._cache[token] = (now, principal)
-        if cached[1] is None:
-            raise unauthorized("the API token is not valid (unknown or revoked)")
-        return cached[1]
+        if len(token.encode()) > MAX_TOKEN_BYTES:
+            raise unauthorized(f"the API token is not valid (over {MAX_TOKEN_BYTES} bytes)")
+        return await self.principal_for(hash_token(token))
 
-    async def request(self, conn: HTTPConnection) -> Principal:
+    async def principal_for(self, key: str, max_age: float | None = None) -> Principal:
+        """The principal of a token by its hash: from the cache when checked within `max_age` seconds."""
+        now = time.monotonic()
+        principal = self._cache.get(key, now, CACHE_SECONDS if max_age is None else max_age)
+        if principal is None:
+            principal = await asyncio.to_thread(self.tokens.resolve_hash, key)
+            if principal is None:
+                self._cache.drop(key)
+                raise unauthorized("the API token is not valid (unknown or revoked)")
+            self._cache.put(key, principal, now)
+        return principal
+
+    def bearer(self, conn: HTTPConnection) -> str | None:
+        """The token of an `Authorization: Bearer` header, None without one; 401 for another scheme."""
         header = conn.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if header and scheme.lower() != "bearer":
             raise unauthorized("use the Bearer scheme: `Authorization: Bearer <token>`")
-        return await self.resolve(token.strip() or None)
+        return token.strip() or None
+
+    async def request(self, conn: HTTPConnection) -> Principal:
+        return await self.resolve(self.bearer(conn))
 
     def origin_allowed(self, conn: HTTPConnection) -> bool:
         """Browsers send Origin on WebSockets: accept our own host and the configured origins only."""

@@ -20,6 +20,7 @@ from rich.table import Table
 from client import cli as worker_cli
 from gateway.app import create_app
 from gateway.auth import is_loopback, open_bind_refusal
+from gateway.headlimit import BoundedHttpToolsProtocol
 from gateway.ops import configure_logging
 from gateway.watch import watch as watch_progress
 from infra import replay
@@ -78,6 +79,7 @@ def serve(
         log_config=None,
         lifespan="on",
         ws_max_size=64 * 1024,
+        http=BoundedHttpToolsProtocol,  # a 431 past 64 KiB of headers; httptools alone takes any amount
     )
 
 

@@ -86,9 +86,13 @@ class TokenStore:
 
     def resolve(self, token: str) -> Principal | None:
         """The principal a presented token stands for, or None if it is unknown or revoked."""
+        return self.resolve_hash(hash_token(token))
+
+    def resolve_hash(self, token_hash: str) -> Principal | None:
+        """The principal of the token with this `hash_token`, or None if it is unknown or revoked."""
         rows = self.db.query(
             "SELECT id, role, owner FROM api_tokens WHERE token_hash = :h AND revoked_at IS NULL",
-            {"h": hash_token(token)},
+            {"h": token_hash},
         )
         if not rows:
             return None

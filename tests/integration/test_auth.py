@@ -15,12 +15,12 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import create_app
-from gateway.auth import AuthError
+from gateway.auth import AuthError, TokenCache
 from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
 from infra.store import open_store
-from infra.tokens import Role, TokenStore
+from infra.tokens import Principal, Role, TokenStore, hash_token
 from tests.integration.tokenkit import make_tokens
 
 PLAN = {
@@ -315,8 +315,47 @@ def test_a_token_store_outage_is_a_503_answered_by_the_auth_layer_itself(
         raise OperationalError("the token store is unreachable")
 
     with TestClient(create_app(Settings(data_dir=tmp_path))) as c:  # raises what escapes to the server
-        monkeypatch.setattr(TokenStore, "resolve", down)
+        monkeypatch.setattr(TokenStore, "resolve_hash", down)
         answer = c.post("/api/tasks", json=PLAN, headers=bearer("pd_not_cached_yet"))
         assert answer.status_code == 503, answer.text
         assert answer.json()["type"] == "/problems/store-unavailable"
         assert answer.headers["retry-after"] == "2"
+
+
+def test_unknown_tokens_leave_nothing_in_the_cache(tmp_path: Path, tokens: dict[str, str]) -> None:
+    """Misses are never cached, hits are keyed by the token's hash, and an over-long token (over 512 bytes,
+    over HTTP or in a socket's auth frame) is refused before any lookup."""
+    lookups: list[str] = []
+    app = create_app(Settings(data_dir=tmp_path))
+    with TestClient(app) as c:
+        auth = app.state.auth
+        real = auth.tokens.resolve_hash
+
+        def counted(token_hash: str) -> Any:
+            lookups.append(token_hash)
+            return real(token_hash)
+
+        auth.tokens.resolve_hash = counted
+        for i in range(500):
+            assert c.get("/api/tasks", headers=bearer(f"pd_unknown_{i:04d}_" + "x" * 400)).status_code == 401
+        assert len(auth._cache) == 0 and auth._cache.bytes == 0
+        assert len(lookups) == 500
+        too_long = c.get("/api/tasks", headers=bearer("x" * 513))
+        assert too_long.status_code == 401 and "512 bytes" in too_long.json()["detail"]
+        with c.websocket_connect("/ws/tasks") as ws:
+            ws.send_json({"type": "auth", "token": "é" * 257})  # 257 characters, 514 bytes
+            assert ws.receive_json()["code"] == "unauthorized"
+        assert len(lookups) == 500  # neither reached the token store
+        assert c.get("/api/tasks", headers=bearer(tokens["alice"])).status_code == 200
+        assert list(auth._cache._items) == [hash_token(tokens["alice"])]  # never the token itself
+
+
+def test_the_token_cache_is_bounded_in_entries_and_bytes() -> None:
+    cache = TokenCache(entries=3, budget=10_000)
+    for i in range(10):
+        cache.put(f"k{i}", Principal(Role.OWNER, "o"), 0.0)
+    assert len(cache) == 3 and cache.get("k9", 0.0, 5) is not None and cache.get("k0", 0.0, 5) is None
+    cache = TokenCache(entries=1000, budget=5_000)
+    for i in range(100):
+        cache.put(f"k{i}", Principal(Role.OWNER, "o" * 500), 0.0)
+    assert cache.bytes <= 5_000 and 0 < len(cache) < 10
