@@ -3,13 +3,20 @@ tokens on open sockets, cross-site requests and foreign Host names in local mode
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import secrets
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from infra.settings import Settings
 from infra.tokens import Role, TokenStore
@@ -106,3 +113,70 @@ def test_a_flood_of_huge_unknown_tokens_does_not_grow_memory(token_server: tuple
     assert codes == {431: 300, 401: 300}, codes
     FIGURES["token flood"] = {"rss_before_mb": round(before), "rss_after_mb": round(after), "codes": codes}
     assert after - before < 50, f"RSS grew from {before:.0f} to {after:.0f} MB"
+
+
+# ---- item: revoked tokens on open sockets -----------------------------------------------------------------
+
+
+def ws_url(server: ServerProcess, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+async def closed_with(ws: Any, limit: float = 10.0) -> tuple[int | None, list[dict[str, Any]]]:
+    """Read until the server closes (within `limit` seconds); its close code and the messages read."""
+    seen: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                seen.append(json.loads(await ws.recv()))
+    except websockets.ConnectionClosed as closed:
+        return (closed.rcvd.code if closed.rcvd else None), seen
+
+
+def cli(server: ServerProcess, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=server.env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_revoked_tokens_sockets_close_4401(server_factory: type[ServerProcess], tmp_path: Path) -> None:
+    """Sockets opened with a token (by header and by `auth` frame) close with 4401 within 5 s of
+    `progressd token revoke`, as HTTP starts answering 401; another token's socket stays open."""
+    token_id, token = make_token(tmp_path)
+    _, other = make_token(tmp_path, owner="bob")
+    server = server_factory(tmp_path)
+    server.start()
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server.url, timeout=10, headers=auth) as client:
+        tid = client.post("/api/tasks", json={"title": "t", "steps": [{"name": "a"}]}).json()["task_id"]
+
+    async def scenario() -> dict[str, Any]:
+        auth = {"Authorization": f"Bearer {token}"}
+        by_header = await websockets.connect(ws_url(server, f"/ws/tasks/{tid}"), additional_headers=auth)
+        by_frame = await websockets.connect(ws_url(server, "/ws/tasks"))
+        await by_frame.send(json.dumps({"type": "auth", "token": token}))
+        bobs = await websockets.connect(
+            ws_url(server, "/ws/tasks"), additional_headers={"Authorization": f"Bearer {other}"}
+        )
+        assert json.loads(await by_header.recv())["type"] == "snapshot"
+        await asyncio.to_thread(cli, server, "token", "revoke", token_id)
+        revoked_at = time.monotonic()
+        results = await asyncio.gather(closed_with(by_header), closed_with(by_frame))
+        took = round(time.monotonic() - revoked_at, 1)
+        await bobs.send(json.dumps({"type": "ping", "id": "still"}))
+        while (pong := json.loads(await asyncio.wait_for(bobs.recv(), 10)))["type"] != "pong":
+            pass
+        await bobs.close()
+        return {"codes": [code for code, _ in results], "seconds": took, "errors": results, "pong": pong}
+
+    seen = asyncio.run(scenario())
+    assert seen["codes"] == [4401, 4401], seen
+    for _, messages in seen["errors"]:
+        assert messages[-1]["code"] == "unauthorized" and messages[-1]["status"] == 401
+    assert seen["pong"]["id"] == "still"
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        answer = client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
+        assert_problem(answer, 401, "unauthorized")
+    FIGURES["revoked token sockets"] = {"close_codes": seen["codes"], "closed_after_s": seen["seconds"]}

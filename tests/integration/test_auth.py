@@ -359,3 +359,30 @@ def test_the_token_cache_is_bounded_in_entries_and_bytes() -> None:
     for i in range(100):
         cache.put(f"k{i}", Principal(Role.OWNER, "o" * 500), 0.0)
     assert cache.bytes <= 5_000 and 0 < len(cache) < 10
+
+
+def test_a_revoked_tokens_socket_command_is_refused_and_closes_4401(
+    tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every socket command checks the token again (through the cache): once revoked, a `pause` is refused,
+    nothing is written, and the socket closes with 4401."""
+    monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
+    monkeypatch.setattr(
+        "gateway.ws.RECHECK_SECONDS", 3600.0, raising=False
+    )  # only the command's own check can see it
+    store = TokenStore(Settings(data_dir=tmp_path))
+    token_id, token = store.create(Role.OWNER, "alice")
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        tid = alice_task(c, tokens)
+        c.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
+        with c.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(token)) as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            assert store.revoke(token_id)
+            time.sleep(0.1)
+            ws.send_json({"type": "pause", "id": "after-revoke"})
+            error = ws.receive_json()
+            assert (error["type"], error["code"], error["status"]) == ("error", "unauthorized", 401)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4401
+    assert "Paused" not in client_events(tmp_path, tid)
