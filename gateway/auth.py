@@ -7,9 +7,12 @@ import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import structlog
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from gateway.problems import Problem
 from infra.settings import Settings
@@ -30,6 +33,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def loopback_host(header: str) -> bool:
+    """A Host header naming this machine: localhost, 127.0.0.0/8 or [::1], with or without a port."""
+    try:
+        name = urlsplit(f"//{header}").hostname
+    except ValueError:
+        return False
+    return name is not None and (name == "localhost" or (name != "" and is_loopback(name)))
+
+
+LOOPBACK_ONLY = "in local mode this server answers only to localhost, 127.0.0.1 or [::1]"
+JSON_TYPES = ("application/json",)
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
 
 
 def open_bind_refusal(settings: Settings, local: bool) -> str | None:
@@ -169,13 +191,43 @@ class Auth:
     async def request(self, conn: HTTPConnection) -> Principal:
         return await self.resolve(self.bearer(conn))
 
-    def origin_allowed(self, conn: HTTPConnection) -> bool:
-        """Browsers send Origin on WebSockets: accept our own host and the configured origins only."""
-        origin = conn.headers.get("origin")
-        if origin is None:
-            return True  # not a browser: the token decides
-        host = conn.headers.get("host", "")
-        return origin.split("://", 1)[-1] == host or origin in self.settings.allowed_origins
+    def origin_allowed(self, headers: Headers, *, navigation: bool = False) -> bool:
+        """Whether a browser sent this from our own origin or a configured one. Without `Origin` (curl, the
+        SDK, scripts) it is not a browser's cross-site request, unless `Sec-Fetch-Site` says it is; following
+        a link from another site (`navigation`) is fine."""
+        origin = headers.get("origin")
+        if origin is not None:
+            host = headers.get("host", "")
+            return (
+                origin.split("://", 1)[-1].lower() == host.lower() or origin in self.settings.allowed_origins
+            )
+        return navigation or headers.get("sec-fetch-site") != "cross-site"
+
+    async def host_allowed(self, headers: Headers) -> bool:
+        """In local mode only loopback names are served: a foreign name is a DNS-rebinding page's request."""
+        host = headers.get("host")
+        return host is None or loopback_host(host) or not await self.is_local()
+
+    async def edge(self, scope: Scope) -> Problem | None:
+        """Why an HTTP request is refused before anything else: a foreign Host in local mode (421), a
+        browser's cross-site request (403), or a browser's body that is not JSON (415)."""
+        headers = Headers(scope=scope)
+        if not await self.host_allowed(headers):
+            return Problem(421, "misdirected-request", LOOPBACK_ONLY)
+        method = scope.get("method", "GET")
+        navigation = method in ("GET", "HEAD") and headers.get("sec-fetch-mode") == "navigate"
+        if not self.origin_allowed(headers, navigation=navigation):
+            return Problem(403, "cross-origin", "a cross-site request: see PROGRESSD_ALLOWED_ORIGINS")
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        from_browser = "origin" in headers  # a JSON body under another type only from curl, the SDK, scripts
+        if (
+            method in UNSAFE_METHODS
+            and has_body
+            and from_browser
+            and not is_json(headers.get("content-type", ""))
+        ):
+            return Problem(415, "unsupported-media-type", "a browser must send its body as application/json")
+        return None
 
     def limit(self, principal: Principal, client: str) -> None:
         """Per-token command rate limit (per client address in local mode); 429 when exceeded."""

@@ -1,4 +1,5 @@
-"""ASGI middleware: authentication of /api requests, and security headers on every response."""
+"""ASGI middleware: checks of Host, Origin and content type, authentication of /api requests, and security
+headers on every response."""
 
 from __future__ import annotations
 
@@ -19,6 +20,25 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+
+
+class EdgeGuard:
+    """Refuses, before routing, what a browser sends cross-site and, in local mode, foreign Host names."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            auth: Auth = scope["app"].state.auth
+            try:
+                problem = await auth.edge(scope)
+            except EXPECTED_ERRORS as exc:  # the token store down while local mode is looked up again
+                problem = to_problem(exc)
+            if problem is not None:
+                await problem_response(problem, scope["path"])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class AuthMiddleware:

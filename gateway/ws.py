@@ -35,6 +35,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
+CLOSE_MISDIRECTED = 4421
 CLOSE_TOO_MANY = 4429
 AUTH_SECONDS = 5.0
 RECHECK_SECONDS = 2.0  # an open socket's token is looked up again this often: revoked or expired, it closes
@@ -205,7 +206,10 @@ class Connection:
                 continue
 
     async def run(self) -> None:
-        if not self.auth.origin_allowed(self.ws):
+        if not await self.auth.host_allowed(self.ws.headers):
+            await self.refuse(CLOSE_MISDIRECTED, "misdirected-request", 421, auth_module.LOOPBACK_ONLY)
+            return
+        if not self.auth.origin_allowed(self.ws.headers):
             await self.refuse(CLOSE_FORBIDDEN, "forbidden-origin", 403, "this Origin may not open a stream")
             return
         try:

@@ -180,3 +180,115 @@ def test_revoked_tokens_sockets_close_4401(server_factory: type[ServerProcess], 
         answer = client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
         assert_problem(answer, 401, "unauthorized")
     FIGURES["revoked token sockets"] = {"close_codes": seen["codes"], "closed_after_s": seen["seconds"]}
+
+
+# ---- item: local mode against cross-site requests and foreign Host names ---------------------------------
+
+EVIL = "https://evil.example"
+
+
+@pytest.fixture
+def local_server(server_factory: type[ServerProcess], tmp_path: Path) -> ServerProcess:
+    """A server in local mode (no tokens), as `make run` starts it."""
+    server = server_factory(tmp_path)
+    server.start()
+    return server
+
+
+def test_local_mode_refuses_what_a_browser_sends_cross_site(local_server: ServerProcess) -> None:
+    """A foreign page's fetch or form (text/plain, form-encoded) gets 403 and changes nothing; a browser's
+    same-origin body must be JSON (415 otherwise); curl, the SDK and scripts (no Origin) keep working,
+    including the README's `curl -d '{…}'`, which sends a form content type; a link followed from another
+    site still opens the page."""
+    server = local_server
+    own = f"http://127.0.0.1:{server.port}"
+    plan = json.dumps({"title": "t", "steps": [{"name": "a"}, {"name": "b"}]})
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    text = {"content-type": "text/plain"}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        tid = client.post("/api/tasks", content=plan, headers=form).json()["task_id"]  # curl -d: no Origin
+        assert client.post(f"/api/tasks/{tid}/steps/1/start", content=b"").status_code == 200
+        before = client.get(f"/api/tasks/{tid}/events").json()["events"]
+        head = client.get("/readyz").json()["head"]
+        attacks = {
+            "chat text/plain": ("/api/chat", json.dumps({"message": "cancel t"}), {**text, "origin": EVIL}),
+            "webhook form text/plain": ("/api/chat/webhook", "text=cancel t", {**text, "origin": EVIL}),
+            "create form-encoded": ("/api/tasks", plan, {**form, "origin": EVIL}),
+            "cancel, Origin null": (f"/api/tasks/{tid}/cancel", "", {"origin": "null"}),
+            "cancel, Sec-Fetch-Site only": (f"/api/tasks/{tid}/cancel", "", {"sec-fetch-site": "cross-site"}),
+            "pause JSON from another port": (
+                f"/api/tasks/{tid}/pause",
+                "{}",
+                {"content-type": "application/json", "origin": f"http://127.0.0.1:{server.port + 1}"},
+            ),
+        }
+        statuses: dict[str, int] = {}
+        for name, (path, body, headers) in attacks.items():
+            answer = client.post(path, content=body, headers=headers)
+            statuses[name] = answer.status_code
+            assert_problem(answer, 403, "cross-origin")
+        same_origin_text = client.post(
+            f"/api/tasks/{tid}/pause", content="{}", headers={**text, "origin": own}
+        )
+        assert_problem(same_origin_text, 415, "unsupported-media-type")
+        assert client.get(f"/api/tasks/{tid}/events").json()["events"] == before
+        assert client.get("/readyz").json()["head"] == head
+        # what keeps working
+        page = client.get(
+            f"/tasks/{tid}", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+        )
+        assert page.status_code == 200
+        paused = client.post(
+            f"/api/tasks/{tid}/pause",
+            content="{}",
+            headers={"content-type": "application/json", "origin": own},
+        )
+        assert paused.status_code == 200, paused.text
+        assert client.post(f"/api/tasks/{tid}/steps/1/progress", content='{"percent": 40}', headers=form)
+    FIGURES["cross-site in local mode"] = statuses
+
+
+def test_local_mode_serves_only_loopback_host_names(local_server: ServerProcess) -> None:
+    """`Host: attacker.example` (a DNS-rebinding page) gets 421 over HTTP and a 4421 close on a WebSocket;
+    localhost, 127.0.0.0/8 and [::1] with or without a port are served."""
+    server = local_server
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for host in ("attacker.example", f"attacker.example:{server.port}", "127.0.0.1.nip.io"):
+            assert_problem(client.get("/api/tasks", headers={"host": host}), 421, "misdirected-request")
+        rebound = client.post(
+            "/api/tasks",
+            json={"title": "t", "steps": [{"name": "a"}]},
+            headers={
+                "host": f"attacker.example:{server.port}",
+                "origin": f"http://attacker.example:{server.port}",
+            },
+        )
+        assert_problem(rebound, 421, "misdirected-request")
+        assert client.get("/api/tasks").json()["tasks"] == []
+        for host in (
+            f"localhost:{server.port}",
+            "localhost",
+            f"127.0.0.2:{server.port}",
+            f"[::1]:{server.port}",
+        ):
+            assert client.get("/api/tasks", headers={"host": host}).status_code == 200, host
+
+    async def socket_as(host: str) -> tuple[int | None, list[dict[str, Any]]]:
+        # The URL names the host (so the handshake's Host header does); the connection goes to loopback.
+        ws = await websockets.connect(
+            f"ws://{host}:{server.port}/ws/tasks", host="127.0.0.1", port=server.port
+        )
+        return await closed_with(ws, 5.0)
+
+    code, messages = asyncio.run(socket_as("attacker.example"))
+    assert code == 4421 and messages[-1]["code"] == "misdirected-request", (code, messages)
+
+    async def own_socket() -> str:
+        async with websockets.connect(ws_url(server, "/ws/tasks")) as ws:
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            while (message := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "pong":
+                pass
+            return str(message["type"])
+
+    assert asyncio.run(own_socket()) == "pong"
+    FIGURES["foreign Host in local mode"] = {"http": 421, "websocket_close": code}

@@ -45,7 +45,7 @@ def tokens(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), raise_server_exceptions=False, base_url="http://localhost") as c:
         yield c
 
 
@@ -134,15 +134,17 @@ def test_workers_report_but_people_approve(client: TestClient, tokens: dict[str,
 def test_revoked_tokens_stop_working(tmp_path: Path, tokens: dict[str, str]) -> None:
     store = TokenStore(Settings(data_dir=tmp_path))
     token_id, token = store.create(Role.OWNER, "carol")
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
     assert store.revoke(token_id)
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 401
 
 
 def test_commands_are_rate_limited_per_token(tmp_path: Path, tokens: dict[str, str]) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, rate_limit=5)), base_url="http://localhost"
+    ) as client:
         limited_run(client, tokens)
 
 
@@ -165,7 +167,9 @@ def limited_run(client: TestClient, tokens: dict[str, str]) -> None:
 def test_websocket_commands_share_the_tokens_rate_limit(tmp_path: Path, tokens: dict[str, str]) -> None:
     """Commands over a socket draw on the same per-token bucket as HTTP; a limited one gets a typed error
     (429, rate-limited), changes nothing, and the socket stays open."""
-    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, rate_limit=5)), base_url="http://localhost"
+    ) as client:
         tid = alice_task(client, tokens)
         client.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
         with client.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(tokens["alice"])) as ws:
@@ -255,12 +259,12 @@ def test_security_headers(client: TestClient) -> None:
 
 def test_refuses_to_serve_beyond_loopback_without_tokens(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))
-    with pytest.raises(AuthError, match="without API tokens"), TestClient(app):
+    with pytest.raises(AuthError, match="without API tokens"), TestClient(app, base_url="http://localhost"):
         pass
 
 
 def test_local_mode_on_loopback_without_tokens(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         created = c.post("/api/tasks", json=PLAN)
         assert created.status_code == 201 and created.json()["owner"] == "local"
 
@@ -269,7 +273,7 @@ def test_the_first_token_ends_local_mode_on_a_running_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.post("/api/tasks", json=PLAN).status_code == 201  # local mode: no token needed
         store = TokenStore(Settings(data_dir=tmp_path))
         token_id, token = store.create(Role.OWNER, "carol")  # `progressd token create`, server running
@@ -296,7 +300,9 @@ def test_revoking_every_token_on_a_public_address_locks_every_request(
     monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
     store = TokenStore(Settings(data_dir=tmp_path))
     token_id, token = store.create(Role.OWNER, "carol")
-    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))) as c:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, host="0.0.0.0")), base_url="http://localhost"
+    ) as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
         assert store.revoke(token_id)
         time.sleep(0.1)
@@ -314,7 +320,9 @@ def test_a_token_store_outage_is_a_503_answered_by_the_auth_layer_itself(
     def down(self: TokenStore, token: str) -> None:
         raise OperationalError("the token store is unreachable")
 
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:  # raises what escapes to the server
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path)), base_url="http://localhost"
+    ) as c:  # raises what escapes to the server
         monkeypatch.setattr(TokenStore, "resolve_hash", down)
         answer = c.post("/api/tasks", json=PLAN, headers=bearer("pd_not_cached_yet"))
         assert answer.status_code == 503, answer.text
@@ -327,7 +335,7 @@ def test_unknown_tokens_leave_nothing_in_the_cache(tmp_path: Path, tokens: dict[
     over HTTP or in a socket's auth frame) is refused before any lookup."""
     lookups: list[str] = []
     app = create_app(Settings(data_dir=tmp_path))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         auth = app.state.auth
         real = auth.tokens.resolve_hash
 
@@ -372,7 +380,7 @@ def test_a_revoked_tokens_socket_command_is_refused_and_closes_4401(
     )  # only the command's own check can see it
     store = TokenStore(Settings(data_dir=tmp_path))
     token_id, token = store.create(Role.OWNER, "alice")
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         tid = alice_task(c, tokens)
         c.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
         with c.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(token)) as ws:
