@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import time
 from collections import OrderedDict
@@ -190,6 +191,17 @@ class Auth:
 
     async def request(self, conn: HTTPConnection) -> Principal:
         return await self.resolve(self.bearer(conn))
+
+    async def operator(self, conn: HTTPConnection) -> None:
+        """/metrics, /readyz: open in local mode; with tokens, PROGRESSD_METRICS_TOKEN or an admin token."""
+        if await self.is_local():
+            return
+        token = self.bearer(conn)
+        wanted = self.settings.metrics_token
+        if token and wanted and hmac.compare_digest(token.encode(), wanted.encode()):
+            return
+        if (await self.resolve(token)).role is not Role.ADMIN:
+            raise Problem(403, "forbidden", "an admin token or PROGRESSD_METRICS_TOKEN is required here")
 
     def origin_allowed(self, headers: Headers, *, navigation: bool = False) -> bool:
         """Whether a browser sent this from our own origin or a configured one. Without `Origin` (curl, the

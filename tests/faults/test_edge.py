@@ -292,3 +292,36 @@ def test_local_mode_serves_only_loopback_host_names(local_server: ServerProcess)
 
     assert asyncio.run(own_socket()) == "pong"
     FIGURES["foreign Host in local mode"] = {"http": 421, "websocket_close": code}
+
+
+# ---- item: /metrics and /readyz with tokens ---------------------------------------------------------------
+
+
+def test_metrics_and_readyz_need_an_operator_once_tokens_exist(
+    token_server: tuple[ServerProcess, str],
+) -> None:
+    """With tokens: /metrics and /readyz answer 401 without a token and 403 to an owner's, 200 to
+    PROGRESSD_METRICS_TOKEN (as Prometheus sends it) and to an admin token; /healthz stays open."""
+    server, owner = token_server
+    _, admin = make_token(server.data_dir, Role.ADMIN, "ops")
+    seen: dict[str, dict[str, int]] = {}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for path in ("/metrics", "/readyz"):
+            answers = {
+                "none": client.get(path),
+                "owner": client.get(path, headers={"Authorization": f"Bearer {owner}"}),
+                "wrong": client.get(path, headers={"Authorization": f"Bearer {server.metrics_token}x"}),
+                "metrics": client.get(path, headers={"Authorization": f"Bearer {server.metrics_token}"}),
+                "admin": client.get(path, headers={"Authorization": f"Bearer {admin}"}),
+            }
+            seen[path] = {who: answer.status_code for who, answer in answers.items()}
+            assert_problem(answers["none"], 401, "unauthorized")
+            assert_problem(answers["owner"], 403, "forbidden")
+            assert_problem(answers["wrong"], 401, "unauthorized")
+            assert answers["metrics"].status_code == answers["admin"].status_code == 200
+        assert (
+            "progressd_commands_total"
+            in client.get("/metrics", headers={"Authorization": f"Bearer {server.metrics_token}"}).text
+        )
+        assert client.get("/healthz").status_code == 200
+    FIGURES["operator endpoints with tokens"] = seen
