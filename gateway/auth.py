@@ -8,6 +8,7 @@ import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import structlog
@@ -179,6 +180,9 @@ class Auth:
                 self._cache.drop(key)
                 raise unauthorized("the API token is not valid (unknown or revoked)")
             self._cache.put(key, principal, now)
+        if principal.expired(datetime.now(UTC)):
+            self._cache.drop(key)
+            raise unauthorized("the API token has expired")
         return principal
 
     def bearer(self, conn: HTTPConnection) -> str | None:
