@@ -13,8 +13,7 @@ from msgspec import Meta, Struct
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway import auth as auth_module
-from gateway.auth import Auth
+from gateway.auth import LOOPBACK_ONLY, Auth, unauthorized
 from gateway.problems import Problem, to_problem
 from infra.runtime import Runtime
 from infra.service import Outcome
@@ -186,7 +185,7 @@ class Connection:
         if self.principal.token_id is None:
             if await self.auth.is_local():
                 return self.principal
-            raise auth_module.unauthorized("local mode has ended: an API token is required")
+            raise unauthorized("local mode has ended: an API token is required")
         assert self.token_key is not None
         self.principal = await self.auth.principal_for(self.token_key, max_age)
         return self.principal
@@ -207,7 +206,7 @@ class Connection:
 
     async def run(self) -> None:
         if not await self.auth.host_allowed(self.ws.headers):
-            await self.refuse(CLOSE_MISDIRECTED, "misdirected-request", 421, auth_module.LOOPBACK_ONLY)
+            await self.refuse(CLOSE_MISDIRECTED, "misdirected-request", 421, LOOPBACK_ONLY)
             return
         if not self.auth.origin_allowed(self.ws.headers):
             await self.refuse(CLOSE_FORBIDDEN, "forbidden-origin", 403, "this Origin may not open a stream")
