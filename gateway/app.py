@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from gateway.auth import Auth, AuthError
 from gateway.chat import CHAT_ROUTES
-from gateway.middleware import AuthMiddleware, SecurityHeaders
+from gateway.middleware import AuthMiddleware, EdgeGuard, SecurityHeaders
 from gateway.notify_routes import NOTIFY_ROUTES, notifier_lifespan
 from gateway.openapi import OPENAPI_ROUTES
 from gateway.ops import OPS_ROUTES, RequestIds
@@ -139,7 +139,12 @@ def create_app(
             *PAGE_ROUTES,
         ],
         lifespan=lifespan,
-        middleware=[Middleware(RequestIds), Middleware(SecurityHeaders), Middleware(AuthMiddleware)],
+        middleware=[
+            Middleware(RequestIds),
+            Middleware(SecurityHeaders),
+            Middleware(EdgeGuard),
+            Middleware(AuthMiddleware),
+        ],
         exception_handlers={
             HTTPException: _http_error,
             **{kind: handle_exception for kind in EXPECTED_ERRORS},

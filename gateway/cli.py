@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -22,6 +24,7 @@ from client import cli as worker_cli
 from client.terminal import printable
 from gateway.app import create_app
 from gateway.auth import is_loopback, open_bind_refusal
+from gateway.headlimit import BoundedHttpToolsProtocol
 from gateway.ops import configure_logging
 from gateway.watch import watch as watch_progress
 from infra import replay
@@ -80,6 +83,7 @@ def serve(
         log_config=None,
         lifespan="on",
         ws_max_size=64 * 1024,
+        http=BoundedHttpToolsProtocol,  # a 431 past 64 KiB of headers; httptools alone takes any amount
     )
 
 
@@ -260,11 +264,18 @@ def token_create(
     role: Role = typer.Option(..., help="worker (reports progress), owner (watches and controls), admin."),
     owner: str = typer.Option(..., help="The owner whose tasks this token sees and touches."),
     label: str | None = typer.Option(None, help="A note to recognise the token by."),
+    expires_in: str | None = typer.Option(
+        None,
+        "--expires-in",
+        help="Lifetime: a number and s, m, h, d or w (3600s, 12h, 30d); none by default.",
+    ),
 ) -> None:
     """Create a token. It is printed once; only its hash is stored."""
+    lifetime = None if expires_in is None else parse_lifetime(expires_in)
     store = TokenStore(Settings.from_env())
-    token_id, token = store.create(role, owner, label)
-    err.print(f"created {role} token {token_id} for owner {owner!r}; it is shown only now:")
+    token_id, token = store.create(role, owner, label, lifetime)
+    until = "" if lifetime is None else f", valid for {expires_in}"
+    err.print(f"created {role} token {token_id} for owner {owner!r}{until}; it is shown only now:")
     console.print(token, markup=False, highlight=False)
 
 
@@ -272,16 +283,26 @@ def token_create(
 def token_list() -> None:
     """List tokens (never the tokens themselves)."""
     table = Table(title="API tokens")
-    for column in ("id", "role", "owner", "label", "created", "revoked"):
+    for column in ("id", "role", "owner", "label", "created", "expires", "revoked"):
         table.add_column(column)
+    keys = ("id", "role", "owner", "label", "created_at", "expires_at", "revoked_at")
     for row in TokenStore(Settings.from_env()).list():
-        table.add_row(
-            *(
-                Text(printable(row[k] or ""))
-                for k in ("id", "role", "owner", "label", "created_at", "revoked_at")
-            )
-        )
+        table.add_row(*(Text(printable(row[k] or "")) for k in keys))
     console.print(table)
+
+
+LIFETIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_lifetime(raw: str) -> timedelta:
+    """`3600s`, `90m`, `12h`, `30d` or `2w` as a timedelta; a usage error otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw])\s*", raw.lower())
+    if match is None or int(match[1]) == 0:
+        raise fail(f"--expires-in {raw!r} is not a lifetime such as 3600s, 90m, 12h, 30d or 2w")
+    seconds = int(match[1]) * LIFETIME_UNITS[match[2]]
+    if seconds > 100 * 365 * 86400:
+        raise fail(f"--expires-in {raw!r} is over 100 years: leave it out for a token that does not expire")
+    return timedelta(seconds=seconds)
 
 
 @token_cli.command("revoke")

@@ -13,13 +13,13 @@ from msgspec import Meta, Struct
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway.auth import Auth
+from gateway.auth import LOOPBACK_ONLY, Auth, unauthorized
 from gateway.problems import Problem, to_problem
 from infra.runtime import Runtime
 from infra.service import Outcome
 from infra.store import TaskNotFound
 from infra.streams import Cursor, Streams
-from infra.tokens import Principal
+from infra.tokens import Principal, hash_token
 
 MAX_FRAME = 64 * 1024
 MAX_ERRORS = 20
@@ -34,8 +34,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
+CLOSE_MISDIRECTED = 4421
 CLOSE_TOO_MANY = 4429
 AUTH_SECONDS = 5.0
+RECHECK_SECONDS = 2.0  # an open socket's token is looked up again this often: revoked or expired, it closes
 
 # ---- client → server frames --------------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class Connection:
         self.runtime, self.streams = _settings(ws)
         self.auth: Auth = ws.app.state.auth
         self.principal: Principal | None = None
+        self.token_key: str | None = None  # the token's hash, to check it again while the socket is open
         self.owner: str | None = None
         self.last_heard = time.monotonic()
         self.errors = 0
@@ -159,19 +162,53 @@ class Connection:
     async def authenticate(self) -> Principal | None:
         """Token from the Authorization header, or from a first `auth` frame within a few seconds."""
         if "authorization" in self.ws.headers or await self.auth.is_local():
-            return await self.auth.request(self.ws)
-        await self.ws.accept()
-        try:
-            raw = await asyncio.wait_for(self.ws.receive_text(), AUTH_SECONDS)
-            frame = frame_decoder.decode(raw)
-        except (TimeoutError, msgspec.DecodeError, KeyError):
-            return None
-        if not isinstance(frame, Authenticate):
-            return None
-        return await self.auth.resolve(frame.token)
+            token = self.auth.bearer(self.ws)
+        else:
+            await self.ws.accept()
+            try:
+                raw = await asyncio.wait_for(self.ws.receive_text(), AUTH_SECONDS)
+                frame = frame_decoder.decode(raw)
+            except (TimeoutError, msgspec.DecodeError, KeyError):
+                return None
+            if not isinstance(frame, Authenticate):
+                return None
+            token = frame.token
+        principal = await self.auth.resolve(token)
+        if principal.token_id is not None and token:
+            self.token_key = hash_token(token)
+        return principal
+
+    async def recheck(self, max_age: float | None = None) -> Principal:
+        """The socket's principal, checked again (through the token cache): 401 problem once it is revoked or
+        expired, or, for local mode's principal, once local mode has ended."""
+        assert self.principal is not None
+        if self.principal.token_id is None:
+            if await self.auth.is_local():
+                return self.principal
+            raise unauthorized("local mode has ended: an API token is required")
+        assert self.token_key is not None
+        self.principal = await self.auth.principal_for(self.token_key, max_age)
+        return self.principal
+
+    async def guard(self) -> None:
+        """Close the socket with 4401 within seconds of its token being revoked or expiring."""
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            try:
+                await self.recheck(max_age=RECHECK_SECONDS)
+            except Problem as problem:
+                if problem.status != 401:
+                    continue  # the token store is down: the socket keeps what it was granted
+                await self.refuse(CLOSE_UNAUTHORIZED, "unauthorized", 401, problem.detail)
+                return
+            except Exception:  # a store outage is not the token's fault: look again later
+                continue
 
     async def run(self) -> None:
-        if not self.auth.origin_allowed(self.ws):
+        if not await self.auth.host_allowed(self.ws.headers):
+            await self.refuse(CLOSE_MISDIRECTED, "misdirected-request", 421, LOOPBACK_ONLY)
+            return
+        if not self.auth.origin_allowed(self.ws.headers):
             await self.refuse(CLOSE_FORBIDDEN, "forbidden-origin", 403, "this Origin may not open a stream")
             return
         try:
@@ -207,6 +244,7 @@ class Connection:
             asyncio.create_task(self.sender(after), name="ws-sender"),
             asyncio.create_task(self.receiver(), name="ws-receiver"),
             asyncio.create_task(self.heartbeat(), name="ws-heartbeat"),
+            asyncio.create_task(self.guard(), name="ws-guard"),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -290,6 +328,9 @@ class Connection:
             if problem.status >= 500:
                 await self.close(CLOSE_INTERNAL, "internal error")
                 return False
+            if problem.status == 401:  # the token was revoked or has expired since the socket opened
+                await self.close(CLOSE_UNAUTHORIZED, problem.detail)
+                return False
             if problem.status == 429:  # a busy client, not a broken one: its frames were fine
                 return True
             self.errors += 1
@@ -297,10 +338,10 @@ class Connection:
 
     async def command(self, frame: Frame) -> None:
         name = type(frame).__name__.lower()
-        assert self.principal is not None
-        if not self.principal.may(name):
-            raise Problem(403, "forbidden", f"a {self.principal.role} token may not {name}")
-        self.auth.limit(self.principal, self.ws.client.host if self.ws.client else "?")  # as over HTTP
+        principal = await self.recheck()  # a revoked or expired token sends nothing more
+        if not principal.may(name):
+            raise Problem(403, "forbidden", f"a {principal.role} token may not {name}")
+        self.auth.limit(principal, self.ws.client.host if self.ws.client else "?")  # as over HTTP
         target = self.task_id
         if frame.task_id is not None:
             try:

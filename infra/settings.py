@@ -31,6 +31,7 @@ class Settings:
     rate_limit: float = 200.0
     ws_per_token: int = 100
     allowed_origins: tuple[str, ...] = ()
+    metrics_token: str | None = None  # a bearer token for /metrics and /readyz only (a Prometheus scraper)
     log_level: str = "info"
     log_format: str = "auto"
     snapshots: bool = True
@@ -74,6 +75,7 @@ class Settings:
                 allowed_origins=tuple(
                     o.strip() for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip()
                 ),
+                metrics_token=_metrics_token(get("METRICS_TOKEN")),
                 log_level=_choice("LOG_LEVEL", get("LOG_LEVEL") or defaults.log_level, LOG_LEVELS),
                 log_format=_choice("LOG_FORMAT", get("LOG_FORMAT") or defaults.log_format, LOG_FORMATS),
                 snapshots=_flag("SNAPSHOTS", get("SNAPSHOTS"), defaults.snapshots),
@@ -137,6 +139,12 @@ def _flag(name: str, raw: str | None, default: bool) -> bool:
     if raw.lower() in ("0", "n", "no", "off", "false"):
         return False
     raise ValueError(f"PROGRESSD_{name} must be on or off, not {raw!r}")
+
+
+def _metrics_token(raw: str | None) -> str | None:
+    if raw is not None and not 16 <= len(raw.encode()) <= 512:
+        raise ValueError("PROGRESSD_METRICS_TOKEN must be 16 to 512 bytes long (`openssl rand -hex 32`)")
+    return raw
 
 
 def _subject_prefix(raw: str) -> str:

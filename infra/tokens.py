@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from infra.settings import Settings
@@ -24,6 +24,7 @@ API_TOKENS = Table(
         text("label"),
         text("created_at", False),
         text("revoked_at"),
+        text("expires_at"),  # added later: SqlDb adds it to a database made before
     ),
     key=("id",),
     indexes=(("token_hash",),),
@@ -45,6 +46,10 @@ class Principal:
     role: Role
     owner: str | None
     token_id: str | None = None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     @property
     def scope(self) -> str | None:
@@ -66,45 +71,67 @@ class TokenStore:
     def __init__(self, settings: Settings) -> None:
         self.db = SqlDb(settings, "auth", [API_TOKENS])
 
-    def create(self, role: Role, owner: str, label: str | None = None) -> tuple[str, str]:
+    def create(
+        self, role: Role, owner: str, label: str | None = None, expires_in: timedelta | None = None
+    ) -> tuple[str, str]:
         """Make a token; returns (id, token). The token itself is shown once and never stored."""
         token = PREFIX + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(6)
+        now = datetime.now(UTC)
         self.db.execute(
-            "INSERT INTO api_tokens (id, token_hash, role, owner, label, created_at) "
-            "VALUES (:id, :h, :role, :owner, :label, :at)",
+            "INSERT INTO api_tokens (id, token_hash, role, owner, label, created_at, expires_at) "
+            "VALUES (:id, :h, :role, :owner, :label, :at, :expires)",
             {
                 "id": token_id,
                 "h": hash_token(token),
                 "role": str(role),
                 "owner": owner,
                 "label": label,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "at": stamp(now),
+                "expires": None if expires_in is None else stamp(now + expires_in),
             },
         )
         return token_id, token
 
     def resolve(self, token: str) -> Principal | None:
         """The principal a presented token stands for, or None if it is unknown or revoked."""
+        return self.resolve_hash(hash_token(token))
+
+    def resolve_hash(self, token_hash: str) -> Principal | None:
+        """The principal of the token with this `hash_token`, or None if it is unknown or revoked."""
         rows = self.db.query(
-            "SELECT id, role, owner FROM api_tokens WHERE token_hash = :h AND revoked_at IS NULL",
-            {"h": hash_token(token)},
+            "SELECT id, role, owner, expires_at FROM api_tokens WHERE token_hash = :h AND revoked_at IS NULL",
+            {"h": token_hash},
         )
         if not rows:
             return None
-        return Principal(Role(rows[0]["role"]), rows[0]["owner"], rows[0]["id"])
+        row = rows[0]
+        expires = None if row["expires_at"] is None else datetime.fromisoformat(row["expires_at"])
+        return Principal(Role(row["role"]), row["owner"], row["id"], expires)
 
     def revoke(self, token_id: str) -> bool:
         changed = self.db.execute(
             "UPDATE api_tokens SET revoked_at = :at WHERE id = :id AND revoked_at IS NULL",
-            {"id": token_id, "at": datetime.now(UTC).isoformat(timespec="seconds")},
+            {"id": token_id, "at": stamp(datetime.now(UTC))},
         )
         return changed > 0
 
     def list(self) -> list[dict[str, object]]:
         return self.db.query(
-            "SELECT id, role, owner, label, created_at, revoked_at FROM api_tokens ORDER BY created_at, id"
+            "SELECT id, role, owner, label, created_at, expires_at, revoked_at FROM api_tokens "
+            "ORDER BY created_at, id"
         )
 
     def any_active(self) -> bool:
-        return bool(self.db.query("SELECT id FROM api_tokens WHERE revoked_at IS NULL LIMIT 1"))
+        """Whether a token is neither revoked nor expired (the stamps compare as text: one format, in UTC)."""
+        return bool(
+            self.db.query(
+                "SELECT id FROM api_tokens WHERE revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > :now) LIMIT 1",
+                {"now": stamp(datetime.now(UTC))},
+            )
+        )
+
+
+def stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")

@@ -369,6 +369,33 @@ class SqlDb:
         for table in schema:
             for statement in ddl(table, self.dialect):
                 self.execute(statement)
+            self._add_missing_columns(table)
+
+    def _add_missing_columns(self, table: Table) -> None:
+        """Add the (nullable) columns a table gained since this database was made, on either backend."""
+        if self.dialect == "postgres":
+            rows = self.query(
+                "SELECT column_name AS name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = :t",
+                {"t": table.name},
+            )
+        else:
+            rows = self.query(f"PRAGMA table_info({table.name})")
+        present = {row["name"] for row in rows}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise ValueError(
+                    f"{table.name}.{column.name} cannot be added to existing rows: it is NOT NULL"
+                )
+            kind = column.postgres if self.dialect == "postgres" else column.sqlite
+            exists = " IF NOT EXISTS" if self.dialect == "postgres" else ""
+            try:
+                self.execute(f"ALTER TABLE {table.name} ADD COLUMN{exists} {column.name} {kind}")
+            except Exception as exc:  # another process added it first (SQLite has no IF NOT EXISTS here)
+                if "duplicate column" not in str(exc):
+                    raise
 
     def _sql(self, sql: str) -> Any:
         return SQL(_PARAM.sub(r"%(\1)s", sql)) if self.dialect == "postgres" else sql

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ class ServerProcess:
         self.port = free_port()
         self.extra_args = extra_args
         self.extra_env = env or {}
+        # /readyz and /metrics need it once tokens exist; start() waits for /readyz with it.
+        self.metrics_token = self.extra_env.get("PROGRESSD_METRICS_TOKEN") or secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
@@ -56,7 +59,8 @@ class ServerProcess:
                     f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
                 )
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                headers = {"Authorization": f"Bearer {self.metrics_token}"}
+                if httpx.get(f"{self.url}/readyz", headers=headers, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -68,6 +72,7 @@ class ServerProcess:
             **os.environ,
             "PROGRESSD_DATA_DIR": str(self.data_dir),
             "PROGRESSD_LOG_LEVEL": "warning",
+            "PROGRESSD_METRICS_TOKEN": self.metrics_token,
             **self.extra_env,
         }
         if self.database_url:

@@ -46,7 +46,8 @@ class PageServer(ServerProcess):
                     f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
                 )
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                headers = {"Authorization": f"Bearer {self.metrics_token}"}  # needed once tokens exist
+                if httpx.get(f"{self.url}/readyz", headers=headers, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -37,7 +37,7 @@ PLAN = {"title": "CRM", "complexity": 2, "steps": [{"name": "a", "substeps": ["x
 
 
 def test_real_responses_match_the_documented_types(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as client:
         created = client.post("/api/tasks", json=PLAN).json()
         tid = created["task_id"]
         views = [created]
@@ -62,7 +62,7 @@ def test_real_responses_match_the_documented_types(tmp_path: Path) -> None:
 
 
 def test_chat_and_notification_responses_match_the_documented_types(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as client:
         tid = client.post("/api/tasks", json={**PLAN, "title": "Shop CRM"}).json()["task_id"]
         client.post("/api/tasks", json={**PLAN, "title": "Dentist CRM"})
         client.post(f"/api/tasks/{tid}/steps/1/start")

@@ -110,13 +110,15 @@ def counts(log: list[dict[str, Any]], kind: str, field_name: str) -> Counter[Any
     return Counter(e["data"][field_name] for e in log if e["type"] == kind)
 
 
-def settle(client: httpx.Client, timeout: float = 30.0) -> float:
-    """Wait until /readyz answers 200 with every read model at lag 0; return how long that took."""
+def settle(client: httpx.Client, timeout: float = 30.0, token: str | None = None) -> float:
+    """Wait until /readyz answers 200 with every read model at lag 0; return how long that took. With tokens,
+    /readyz needs the server's metrics `token`."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout:
         try:
-            response = client.get("/readyz")
+            response = client.get("/readyz", headers=headers)
             last = response.text
             if response.status_code == 200 and not any(response.json()["lag"].values()):
                 return time.monotonic() - started

@@ -152,7 +152,7 @@ def test_postgres_outage_answers_503_and_recovers_by_itself(
                 assert not working.done(), working.exception()
                 time.sleep(0.05)
             first_503 = time.monotonic() - stopped
-            outage = check_reads_during_outage(server.url, token, fresh, task)
+            outage = check_reads_during_outage(server, token, fresh, task)
             time.sleep(1.0)
 
             restarted = time.monotonic()
@@ -167,7 +167,7 @@ def test_postgres_outage_answers_503_and_recovers_by_itself(
             worker.stop.set()
             working.result(timeout=60)
             with httpx.Client(base_url=server.url, timeout=30, headers=auth(token)) as client:
-                settle(client)
+                settle(client, token=server.metrics_token)
                 caught_up = time.monotonic() - restarted
                 watcher.final = client.get(f"/api/tasks/{task}/progress").json()["version"]
                 watching.result(timeout=30)
@@ -204,12 +204,12 @@ def test_postgres_outage_answers_503_and_recovers_by_itself(
     }
 
 
-def check_reads_during_outage(url: str, token: str, fresh: str, task: str) -> dict[str, float]:
+def check_reads_during_outage(server: ServerProcess, token: str, fresh: str, task: str) -> dict[str, float]:
     """While the store is down: /readyz, a view query and a not yet cached token all answer 503 problems."""
     took: dict[str, float] = {}
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
         started = time.monotonic()
-        assert_problem(client.get("/readyz"), 503, "not-ready")
+        assert_problem(client.get("/readyz", headers=auth(server.metrics_token)), 503, "not-ready")
         took["readyz_503_s"] = round(time.monotonic() - started, 2)
         started = time.monotonic()
         view = client.get(f"/api/tasks/{task}/progress", headers=auth(token))

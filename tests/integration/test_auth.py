@@ -15,12 +15,12 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import create_app
-from gateway.auth import AuthError
+from gateway.auth import AuthError, TokenCache
 from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
 from infra.store import open_store
-from infra.tokens import Role, TokenStore
+from infra.tokens import Principal, Role, TokenStore, hash_token
 from tests.integration.tokenkit import make_tokens
 
 PLAN = {
@@ -45,7 +45,7 @@ def tokens(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), raise_server_exceptions=False, base_url="http://localhost") as c:
         yield c
 
 
@@ -134,15 +134,17 @@ def test_workers_report_but_people_approve(client: TestClient, tokens: dict[str,
 def test_revoked_tokens_stop_working(tmp_path: Path, tokens: dict[str, str]) -> None:
     store = TokenStore(Settings(data_dir=tmp_path))
     token_id, token = store.create(Role.OWNER, "carol")
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
     assert store.revoke(token_id)
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 401
 
 
 def test_commands_are_rate_limited_per_token(tmp_path: Path, tokens: dict[str, str]) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, rate_limit=5)), base_url="http://localhost"
+    ) as client:
         limited_run(client, tokens)
 
 
@@ -165,7 +167,9 @@ def limited_run(client: TestClient, tokens: dict[str, str]) -> None:
 def test_websocket_commands_share_the_tokens_rate_limit(tmp_path: Path, tokens: dict[str, str]) -> None:
     """Commands over a socket draw on the same per-token bucket as HTTP; a limited one gets a typed error
     (429, rate-limited), changes nothing, and the socket stays open."""
-    with TestClient(create_app(Settings(data_dir=tmp_path, rate_limit=5))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, rate_limit=5)), base_url="http://localhost"
+    ) as client:
         tid = alice_task(client, tokens)
         client.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
         with client.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(tokens["alice"])) as ws:
@@ -255,12 +259,12 @@ def test_security_headers(client: TestClient) -> None:
 
 def test_refuses_to_serve_beyond_loopback_without_tokens(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))
-    with pytest.raises(AuthError, match="without API tokens"), TestClient(app):
+    with pytest.raises(AuthError, match="without API tokens"), TestClient(app, base_url="http://localhost"):
         pass
 
 
 def test_local_mode_on_loopback_without_tokens(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         created = c.post("/api/tasks", json=PLAN)
         assert created.status_code == 201 and created.json()["owner"] == "local"
 
@@ -269,7 +273,7 @@ def test_the_first_token_ends_local_mode_on_a_running_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         assert c.post("/api/tasks", json=PLAN).status_code == 201  # local mode: no token needed
         store = TokenStore(Settings(data_dir=tmp_path))
         token_id, token = store.create(Role.OWNER, "carol")  # `progressd token create`, server running
@@ -296,7 +300,9 @@ def test_revoking_every_token_on_a_public_address_locks_every_request(
     monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
     store = TokenStore(Settings(data_dir=tmp_path))
     token_id, token = store.create(Role.OWNER, "carol")
-    with TestClient(create_app(Settings(data_dir=tmp_path, host="0.0.0.0"))) as c:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, host="0.0.0.0")), base_url="http://localhost"
+    ) as c:
         assert c.get("/api/tasks", headers=bearer(token)).status_code == 200
         assert store.revoke(token_id)
         time.sleep(0.1)
@@ -314,9 +320,77 @@ def test_a_token_store_outage_is_a_503_answered_by_the_auth_layer_itself(
     def down(self: TokenStore, token: str) -> None:
         raise OperationalError("the token store is unreachable")
 
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:  # raises what escapes to the server
-        monkeypatch.setattr(TokenStore, "resolve", down)
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path)), base_url="http://localhost"
+    ) as c:  # raises what escapes to the server
+        monkeypatch.setattr(TokenStore, "resolve_hash", down)
         answer = c.post("/api/tasks", json=PLAN, headers=bearer("pd_not_cached_yet"))
         assert answer.status_code == 503, answer.text
         assert answer.json()["type"] == "/problems/store-unavailable"
         assert answer.headers["retry-after"] == "2"
+
+
+def test_unknown_tokens_leave_nothing_in_the_cache(tmp_path: Path, tokens: dict[str, str]) -> None:
+    """Misses are never cached, hits are keyed by the token's hash, and an over-long token (over 512 bytes,
+    over HTTP or in a socket's auth frame) is refused before any lookup."""
+    lookups: list[str] = []
+    app = create_app(Settings(data_dir=tmp_path))
+    with TestClient(app, base_url="http://localhost") as c:
+        auth = app.state.auth
+        real = auth.tokens.resolve_hash
+
+        def counted(token_hash: str) -> Any:
+            lookups.append(token_hash)
+            return real(token_hash)
+
+        auth.tokens.resolve_hash = counted
+        for i in range(500):
+            assert c.get("/api/tasks", headers=bearer(f"pd_unknown_{i:04d}_" + "x" * 400)).status_code == 401
+        assert len(auth._cache) == 0 and auth._cache.bytes == 0
+        assert len(lookups) == 500
+        too_long = c.get("/api/tasks", headers=bearer("x" * 513))
+        assert too_long.status_code == 401 and "512 bytes" in too_long.json()["detail"]
+        with c.websocket_connect("/ws/tasks") as ws:
+            ws.send_json({"type": "auth", "token": "é" * 257})  # 257 characters, 514 bytes
+            assert ws.receive_json()["code"] == "unauthorized"
+        assert len(lookups) == 500  # neither reached the token store
+        assert c.get("/api/tasks", headers=bearer(tokens["alice"])).status_code == 200
+        assert list(auth._cache._items) == [hash_token(tokens["alice"])]  # never the token itself
+
+
+def test_the_token_cache_is_bounded_in_entries_and_bytes() -> None:
+    cache = TokenCache(entries=3, budget=10_000)
+    for i in range(10):
+        cache.put(f"k{i}", Principal(Role.OWNER, "o"), 0.0)
+    assert len(cache) == 3 and cache.get("k9", 0.0, 5) is not None and cache.get("k0", 0.0, 5) is None
+    cache = TokenCache(entries=1000, budget=5_000)
+    for i in range(100):
+        cache.put(f"k{i}", Principal(Role.OWNER, "o" * 500), 0.0)
+    assert cache.bytes <= 5_000 and 0 < len(cache) < 10
+
+
+def test_a_revoked_tokens_socket_command_is_refused_and_closes_4401(
+    tmp_path: Path, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every socket command checks the token again (through the cache): once revoked, a `pause` is refused,
+    nothing is written, and the socket closes with 4401."""
+    monkeypatch.setattr("gateway.auth.CACHE_SECONDS", 0.05)
+    monkeypatch.setattr(
+        "gateway.ws.RECHECK_SECONDS", 3600.0, raising=False
+    )  # only the command's own check can see it
+    store = TokenStore(Settings(data_dir=tmp_path))
+    token_id, token = store.create(Role.OWNER, "alice")
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
+        tid = alice_task(c, tokens)
+        c.post(f"/api/tasks/{tid}/steps/1/start", headers=bearer(tokens["alice_worker"]))
+        with c.websocket_connect(f"/ws/tasks/{tid}", headers=bearer(token)) as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            assert store.revoke(token_id)
+            time.sleep(0.1)
+            ws.send_json({"type": "pause", "id": "after-revoke"})
+            error = ws.receive_json()
+            assert (error["type"], error["code"], error["status"]) == ("error", "unauthorized", 401)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4401
+    assert "Paused" not in client_events(tmp_path, tid)

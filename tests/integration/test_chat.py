@@ -71,7 +71,9 @@ def tokens(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
     with TestClient(
-        app_with_notifications(Settings(data_dir=tmp_path), None), raise_server_exceptions=False
+        app_with_notifications(Settings(data_dir=tmp_path), None),
+        raise_server_exceptions=False,
+        base_url="http://localhost",
     ) as c:
         yield c
 

@@ -29,7 +29,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_command_event_and_stream_series_move(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as client:
         before = client.get("/metrics").text
         assert "progressd_projection_lag_events" in before
         tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
@@ -37,7 +37,7 @@ def test_command_event_and_stream_series_move(tmp_path: Path) -> None:
         client.post(f"/api/tasks/{tid}/steps/1/start")  # rejected: already running
         client.post(f"/api/tasks/{tid}/logs", json={"message": "x"}, headers={"Idempotency-Key": "k"})
         client.post(f"/api/tasks/{tid}/logs", json={"message": "x"}, headers={"Idempotency-Key": "k"})
-        with client.websocket_connect(f"/ws/tasks/{tid}") as ws:
+        with client.websocket_connect(f"ws://localhost/ws/tasks/{tid}") as ws:  # local mode: a loopback Host
             ws.receive_json()
             during = client.get("/metrics").text
         after = client.get("/metrics").text
@@ -52,7 +52,9 @@ def test_command_event_and_stream_series_move(tmp_path: Path) -> None:
 
 
 def test_projection_lag_grows_when_nothing_projects(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, read_timeout=0.01), project=False)) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, read_timeout=0.01), project=False), base_url="http://localhost"
+    ) as client:
         client.post("/api/tasks", json=PLAN)
         client.post("/api/tasks", json=PLAN)
         text = client.get("/metrics").text
@@ -61,7 +63,9 @@ def test_projection_lag_grows_when_nothing_projects(tmp_path: Path) -> None:
 
 @pytest.mark.nats
 def test_relay_lag_is_exposed_and_drains(tmp_path: Path, nats_url: str) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, nats_url=nats_url))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, nats_url=nats_url)), base_url="http://localhost"
+    ) as client:
         client.post("/api/tasks", json=PLAN)
         deadline = time.monotonic() + 10
         while True:
@@ -76,7 +80,7 @@ def test_relay_lag_is_exposed_and_drains(tmp_path: Path, nats_url: str) -> None:
 
 
 def test_requests_carry_ids(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as client:
         assert len(client.get("/healthz").headers["x-request-id"]) == 32
         assert client.get("/healthz", headers={"X-Request-Id": "abc-1"}).headers["x-request-id"] == "abc-1"
 
@@ -84,7 +88,9 @@ def test_requests_carry_ids(tmp_path: Path) -> None:
 def test_notification_outbox_depth_moves(tmp_path: Path) -> None:
     # A chat webhook nobody listens on: the "task started" chat notification waits in the outbox.
     notify = NotifySettings(chat_webhook_url="http://127.0.0.1:9/hook")
-    with TestClient(create_app(Settings(data_dir=tmp_path), notify=notify)) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path), notify=notify), base_url="http://localhost"
+    ) as client:
         assert sample(client.get("/metrics").text, "progressd_notification_outbox_depth") == 0
         tid = client.post("/api/tasks", json=PLAN).json()["task_id"]
         client.post(f"/api/tasks/{tid}/steps/1/start")

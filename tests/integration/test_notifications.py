@@ -110,7 +110,7 @@ def client(
     tmp_path: Path, tokens: dict[str, str], smtp: SmtpSink, receiver: Receiver
 ) -> Iterator[TestClient]:
     app = app_with_notifications(Settings(data_dir=tmp_path), make_config(smtp, receiver))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
         yield c
 
 
