@@ -86,6 +86,36 @@ class Bucket:
         return (1 - self.tokens) / self.rate
 
 
+class Buckets:
+    """Rate-limit buckets by token id (or client address in local mode), at most `entries` of them: past that,
+    the fullest quarter is dropped (a full bucket holds nothing a new one would not), so a flood of client
+    addresses cannot grow the table, and a client that has spent its burst stays limited."""
+
+    def __init__(self, rate: float, entries: int = CACHE_ENTRIES) -> None:
+        self.rate = rate
+        self.entries = entries
+        self._buckets: dict[str, Bucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str) -> float:
+        """0 if `key` may act now, else the seconds to wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.entries:
+                self._shed()
+            bucket = self._buckets[key] = Bucket(self.rate, self.rate * 2, tokens=self.rate * 2)
+        return bucket.take()
+
+    def _shed(self) -> None:
+        # Keep the three quarters nearest to empty: a fuller bucket loses least by starting afresh.
+        now = time.monotonic()
+        level = {k: b.tokens + (now - b.stamp) * b.rate for k, b in self._buckets.items()}
+        keep = sorted(level, key=level.__getitem__)[: self.entries * 3 // 4]
+        self._buckets = {k: self._buckets[k] for k in keep}
+
+
 class TokenCache:
     """Principals of valid tokens by the token's SHA-256, for CACHE_SECONDS; bounded in entries and bytes.
 
@@ -139,7 +169,7 @@ class Auth:
             )
         self._local_checked = time.monotonic()
         self._cache = TokenCache()
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets = Buckets(settings.rate_limit)
         self.sockets: dict[str, int] = {}
 
     async def is_local(self) -> bool:
@@ -247,12 +277,7 @@ class Auth:
 
     def limit(self, principal: Principal, client: str) -> None:
         """Per-token command rate limit (per client address in local mode); 429 when exceeded."""
-        key = principal.token_id or f"ip:{client}"
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            rate = self.settings.rate_limit
-            bucket = self._buckets[key] = Bucket(rate, rate * 2, tokens=rate * 2)
-        wait = bucket.take()
+        wait = self._buckets.take(principal.token_id or f"ip:{client}")
         if wait > 0:
             problem = Problem(429, "rate-limited", f"over {self.settings.rate_limit:g} commands per second")
             problem.headers["Retry-After"] = str(max(1, round(wait + 0.5)))

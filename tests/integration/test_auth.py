@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.app import create_app
-from gateway.auth import AuthError, TokenCache
+from gateway.auth import AuthError, Buckets, TokenCache
 from gateway.notify_routes import NOTIFY_ROUTES
 from gateway.routes import ROUTES
 from infra.settings import Settings
@@ -394,3 +394,16 @@ def test_a_revoked_tokens_socket_command_is_refused_and_closes_4401(
                 ws.receive_json()
             assert closed.value.code == 4401
     assert "Paused" not in client_events(tmp_path, tid)
+
+
+def test_rate_limit_buckets_are_bounded_and_keep_the_busy_ones() -> None:
+    """A flood of client addresses (local mode keys buckets by address) cannot grow the table past its bound,
+    and a client that has used its burst keeps its bucket while full (idle) ones are dropped first."""
+    buckets = Buckets(rate=1.0, entries=100)
+    for _ in range(2):
+        assert buckets.take("busy") == 0.0
+    assert buckets.take("busy") > 0
+    for i in range(10_000):
+        buckets.take(f"ip:127.0.{i // 256}.{i % 256}")
+    assert len(buckets) <= 100
+    assert buckets.take("busy") > 0  # still limited: its spent bucket outlived the flood
