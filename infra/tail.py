@@ -316,11 +316,11 @@ class LogTail:
                     self._owed[entry.task_id] = entry
                     if len(self._owed) > self.max_tasks:
                         self._owed.popitem(last=False)[1].supersede()
-            # Trim in steps (to the window, to 3/4 of the bytes) so that trimming costs O(1) per entry.
+            # Trim in steps (to the window, to 7/8 of the bytes) so that trimming costs O(1) per entry.
             if len(self._entries) > 2 * self.window:
                 self._trim(len(self._entries) - self.window)
             if self.bytes > self.max_bytes:
-                cut, freed, target = 0, 0, self.bytes - self.max_bytes * 3 // 4
+                cut, freed, target = 0, 0, self.bytes - self.max_bytes * 7 // 8
                 while freed < target and cut < len(self._entries) - 1:  # the newest entry stays
                     freed += self._entries[cut].nbytes
                     cut += 1
