@@ -177,7 +177,7 @@ class Batch:
         task_id = str(task.id)
         estimate = None
         if self.eta is not None and any(isinstance(m, ProgressMsg) for m in messages):
-            estimate = partial(self.eta, progress_view(task))
+            estimate = partial(self.eta, progress_view(task, compact=True))  # all the estimate reads
             earlier = self._last.get(task_id)
             if earlier is not None:
                 earlier.supersede()
