@@ -20,7 +20,18 @@ import threading
 import time
 import urllib.request
 
-from bench.common import Table, check, gateway, http_json, quick_main, rss, scratch, section, write_section
+from bench.common import (
+    Table,
+    check,
+    gateway,
+    http_json,
+    machine,
+    quick_main,
+    rss,
+    scratch,
+    section,
+    write_section,
+)
 
 TASKS = 50
 LINE = 10_000
@@ -111,6 +122,7 @@ def run(quick: bool = False, command: str = "") -> list[Table]:
     command = command or "python -m bench.tail" + (" --quick" if quick else "")
     checkpoints = QUICK if quick else FULL
     connections = 2 * (os.cpu_count() or 1)
+    facts = machine()
     table = Table(
         "Gateway RSS under 10 KB log lines (SQLite, PROGRESSD_TAIL_BYTES default 64 MiB)",
         [
@@ -170,9 +182,14 @@ def run(quick: bool = False, command: str = "") -> list[Table]:
     table.notes.append(
         f"{connections} keep-alive connections (2 per core), `POST /api/tasks/<id>/logs` with a 10,000-byte "
         f"message round-robin over {TASKS} tasks; every answer waits for the read models (read-your-writes). "
-        "RSS is the server process's VmRSS after the read models have caught up. Before the tail was bounded "
-        "in bytes, six threads posting such lines took a gateway from 121 to 943 MB in two minutes."
+        "RSS is the server process's VmRSS after the read models have caught up."
     )
+    table.notes.append(
+        "Before the tail was bounded in bytes, the same run (`--quick`) went 114 → 187 → 258 → 399 MiB "
+        "after 5,000, 10,000 and 20,000 lines and stayed at 399 MiB idle: the tail kept every event of its "
+        "window and up to 4,000 per task, each 10 KB line as a ~15 KB frame."
+    )
+    table.notes.append("Machine: " + "; ".join(facts) + ".")
     print(table.text(), "\n", flush=True)
     write_section(
         "tail",
