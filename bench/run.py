@@ -1,9 +1,10 @@
 """Run every speed benchmark and write bench/RESULTS.md: `python -m bench.run [--quick] [--only NAME ...]`.
 
-The default run takes about 10-15 minutes; `--quick` about 2-3 minutes with smaller sizes. One embedded
-PostgreSQL and one nats-server are started for the whole run; every benchmark prints its tables and
-replaces only its own section of RESULTS.md (between `<!-- bench:NAME -->` markers), so the ETA accuracy
-section (`python -m bench.eta`) and any other section are left as they are.
+The default run takes about 20-25 minutes (the tail memory row alone about 10); `--quick` about 4-5
+minutes with smaller sizes. One embedded PostgreSQL and one nats-server are started for the whole run;
+every benchmark prints its tables and replaces only its own section of RESULTS.md (between
+`<!-- bench:NAME -->` markers), so the ETA accuracy section (`python -m bench.eta`) and any other section
+are left as they are.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import time
 from typing import Any
 
-from bench import fanout, ingest, latency, relay, replay
+from bench import fanout, ingest, latency, relay, replay, tail
 from bench.common import machine_section, nats, postgres, raise_nofile, write_section
 
-NAMES = ("ingest", "fanout", "latency", "replay", "relay")
+NAMES = ("ingest", "fanout", "latency", "replay", "relay", "tail")
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
             "latency": lambda: latency.run(args.quick, pg, nats_server, command),
             "replay": lambda: replay.run(args.quick, pg, command),
             "relay": lambda: relay.run(args.quick, pg, nats_server, command),
+            "tail": lambda: tail.run(args.quick, command),
         }
         for name in chosen:
             t0 = time.monotonic()

@@ -12,6 +12,10 @@ from domain.task import Step, Task
 
 # Steps a person should look at first when asking "where is it": in this order of preference.
 _CURRENT = (StepStatus.FAILED, StepStatus.APPROVAL, StepStatus.RUNNING, StepStatus.PAUSED)
+# Steps under way: a compact view keeps their substep lists (the time estimate reads them).
+_UNDER_WAY = frozenset(_CURRENT)
+# A plan with more substeps than this in all gets compact command answers (see compact_answers).
+COMPACT_SUBSTEPS = 500
 
 
 def task_percent(task: Task) -> float:
@@ -57,8 +61,8 @@ def _iso(at: datetime, _zone: tzinfo | None) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def step_view(step: Step, now: datetime) -> dict[str, Any]:
-    """One step of the progress JSON."""
+def step_view(step: Step, now: datetime, substeps: bool = True) -> dict[str, Any]:
+    """One step of the progress JSON; without `substeps`, its substep list is null."""
     finished = step.status in FINISHED_STEP or step.status is StepStatus.FAILED
     return {
         "order": step.order,
@@ -69,7 +73,11 @@ def step_view(step: Step, now: datetime) -> dict[str, Any]:
         # Work time as of the view's updated_at: paused and approval-waiting time excluded. A client adds
         # (now - updated_at) while the step is running to get the live figure.
         "work_ms": step.active_ms(now),
-        "substeps": [{"name": n, "done": d} for n, d in zip(step.substeps, step.done, strict=True)],
+        "substeps": (
+            [{"name": n, "done": d} for n, d in zip(step.substeps, step.done, strict=True)]
+            if substeps
+            else None
+        ),
         "weight": step.weight,
         "started_at": iso(step.started_at),
         "finished_at": iso(step.finished_at),
@@ -85,10 +93,27 @@ def step_view(step: Step, now: datetime) -> dict[str, Any]:
     }
 
 
-def progress_view(task: Task) -> dict[str, Any]:
-    """The spec's progress JSON plus additive fields; a pure function of the task's events."""
+def compact_answers(task: Task) -> bool:
+    """Whether the task's plan is big enough for its command answers to leave out substep lists."""
+    return sum(len(s.substeps) for s in task.steps) > COMPACT_SUBSTEPS
+
+
+def answer_view(task: Task, step: int | None = None) -> dict[str, Any]:
+    """A command's answer: the whole view, or for a big plan the compact one that keeps `step`'s substeps."""
+    return progress_view(task, compact_answers(task), step)
+
+
+def progress_view(task: Task, compact: bool = False, step: int | None = None) -> dict[str, Any]:
+    """The spec's progress JSON plus additive fields; a pure function of the task's events.
+
+    `compact` leaves out (as null) the substep lists of the steps that are neither under way nor `step`, and
+    says so with `"compact": true`: all that is left out is what only a view of the whole plan needs."""
     now = task.modified_on
-    return {
+    if compact:
+        steps = [step_view(s, now, s.status in _UNDER_WAY or s.order == step) for s in task.steps]
+    else:
+        steps = [step_view(s, now) for s in task.steps]
+    view = {
         "task_id": str(task.id),
         "title": task.title,
         "status": str(task.status),
@@ -97,7 +122,7 @@ def progress_view(task: Task) -> dict[str, Any]:
         "total_steps": len(task.steps),
         "started_at": iso(task.started_at),
         "eta_seconds": None,
-        "steps": [step_view(s, now) for s in task.steps],
+        "steps": steps,
         "version": task.version,
         "owner": task.owner,
         "complexity": task.complexity,
@@ -112,3 +137,6 @@ def progress_view(task: Task) -> dict[str, Any]:
         "restarted_from": task.restarted_from,
         "restarted_as": task.restarted_as,
     }
+    if compact:
+        view["compact"] = True
+    return view

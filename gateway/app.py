@@ -70,7 +70,15 @@ def create_app(
             await asyncio.to_thread(runtime.close)
             raise
         runtime.start()
-        tail = LogTail(runtime.app, eta=runtime.read.eta_as_of_update)
+        tail = LogTail(runtime.app, eta=runtime.read.eta_as_of_update, max_bytes=settings.tail_bytes)
+        runtime.metrics.probe(
+            "progressd_tail_bytes",
+            "Memory held by the shared log tail's entries (bounded by PROGRESSD_TAIL_BYTES).",
+            lambda: [({}, float(tail.bytes))],
+        )
+        runtime.metrics.probe(
+            "progressd_tail_entries", "Events held by the shared log tail.", lambda: [({}, float(tail.size))]
+        )
         tail.start(asyncio.get_running_loop())
         runtime.service.on_recorded(tail.offer)  # the events themselves: no read back from the store
         app.state.runtime = runtime

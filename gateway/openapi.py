@@ -34,7 +34,7 @@ class StepView(Struct, forbid_unknown_fields=True):
     status: Literal["pending", "running", "paused", "approval", "completed", "failed", "skipped"]
     progress: int
     duration_ms: int | None
-    substeps: list[Substep]
+    substeps: list[Substep] | None  # null only in a compact command answer
     weight: float
     started_at: str | None
     finished_at: str | None
@@ -76,6 +76,7 @@ class ProgressView(Struct, forbid_unknown_fields=True):
     eta_high_seconds: float | None = None
     eta_confidence: str | None = None
     stalled_step: int | None = None
+    compact: bool = False  # true on a command answer for a big plan that leaves out some substep lists
 
 
 class TaskPage(Struct, forbid_unknown_fields=True):
@@ -276,6 +277,13 @@ TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type":
 ORDER = {"name": "order", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}
 IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+VIEW = {
+    "name": "view",
+    "in": "query",
+    "required": False,
+    "description": "full: every step's substeps in the answer, even for a plan with over 500 substeps",
+    "schema": {"type": "string", "enum": ["compact", "full"]},
+}
 ERRORS = {
     code: {
         "description": text,
@@ -309,7 +317,7 @@ def _command(
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "parameters": [*params, IDEMPOTENCY, IF_MATCH],
+        "parameters": [*params, IDEMPOTENCY, IF_MATCH, VIEW],
         "responses": {
             ("201" if created else "200"): _json(ProgressView, "The task's progress after the command"),
             **ERRORS,

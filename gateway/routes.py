@@ -52,6 +52,7 @@ async def caller(request: Request) -> str | None:
 async def commanding(request: Request, command: str) -> Principal:
     """The caller, checked for this command and its rate limit."""
     principal = await who(request)
+    full_view(request)  # a bad ?view= is refused before anything is applied
     if not principal.may(command):
         raise Problem(403, "forbidden", f"a {principal.role} token may not {command}")
     auth: Auth = request.app.state.auth
@@ -106,6 +107,14 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     return value
 
 
+def full_view(request: Request) -> bool:
+    """`?view=full` on a command: its answer has every step's substeps even for a big plan."""
+    raw = request.query_params.get("view")
+    if raw is not None and raw not in ("compact", "full"):
+        raise Problem(422, "invalid-query", "view must be compact or full", errors=[{"path": "view"}])
+    return raw == "full"
+
+
 async def answer(request: Request, outcome: Outcome) -> Response:
     """A command's response: the view after it, its version and position, once the read models have it."""
     settled = await runtime(request).settle(outcome.position)
@@ -117,7 +126,12 @@ async def answer(request: Request, outcome: Outcome) -> Response:
         headers["Progressd-View-Lag"] = "true"
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = await runtime(request).with_update_eta(outcome.view)
+    view = outcome.view
+    if view.get("compact") and full_view(request):
+        rt, tid = runtime(request), UUID(view["task_id"])
+        whole = await rt.service.read(lambda: rt.service.view_sync(tid, None, outcome.version))
+        view = {**whole, "position": outcome.position}
+    body = await runtime(request).with_update_eta(view)
     if outcome.created:
         headers["Location"] = f"/api/tasks/{outcome.view['task_id']}/progress"
         return json_response(body, 201, headers)

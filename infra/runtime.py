@@ -16,6 +16,10 @@ from infra.store import open_store
 from infra.views import ViewRecorder, open_view
 from projections.registry import MODELS
 
+# An estimate takes some 35 microseconds per step: the event loop makes it only for plans of up to this many
+# steps (a fraction of a millisecond), a reader thread for bigger ones.
+LOOP_STEPS = 25
+
 
 class Runtime:
     """Everything one process needs, built from settings and closed in reverse order."""
@@ -73,10 +77,11 @@ class Runtime:
     async def with_update_eta(self, view: dict[str, Any]) -> dict[str, Any]:
         """A command's answer: its view with the estimate as of the command. Made right here when the history
         is in memory (the usual case: a hop to a reader thread costs more than the estimate), on a reader
-        thread when the history must be read first."""
-        found = self.read.with_update_eta_at_hand(view)
-        if found is not None:
-            return found
+        thread when the history must be read first or the plan has more than LOOP_STEPS steps."""
+        if len(view.get("steps") or ()) <= LOOP_STEPS:
+            found = self.read.with_update_eta_at_hand(view)
+            if found is not None:
+                return found
         return await self.service.read(lambda: self.read.with_update_eta(view))
 
     async def settle(self, position: int, limit: float | None = None) -> bool:

@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Recordin
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 
 from domain.errors import DomainError, InvalidValue
-from domain.progress import progress_view
+from domain.progress import answer_view, progress_view
 from domain.state import TaskStatus
 from domain.task import StepPlan, Task
 from infra.metrics import Metrics
@@ -255,7 +255,7 @@ class TaskService:
             keep = True  # put the task back unless it may hold changes that were not saved
             try:
                 if key and task.replayed(key, print_):
-                    return self._outcome(task, self.app.head(), replayed=True)
+                    return self._outcome(task, self.app.head(), replayed=True, step=_order(args))
                 if if_match is not None and task.version not in if_match:
                     if not fresh:  # another process may have written since we saved it: look again
                         fresh = True
@@ -272,7 +272,7 @@ class TaskService:
                     _back_off(attempt)
                     continue
                 keep = True
-                return self._outcome(task, position)
+                return self._outcome(task, position, step=_order(args))
             finally:
                 if keep:
                     self.checkin(task)
@@ -366,9 +366,11 @@ class TaskService:
         return position
 
     @staticmethod
-    def _outcome(task: Task, position: int, *, replayed: bool = False, created: bool = False) -> Outcome:
+    def _outcome(
+        task: Task, position: int, *, replayed: bool = False, created: bool = False, step: int | None = None
+    ) -> Outcome:
         return Outcome(
-            {**progress_view(task), "position": position}, task.version, position, replayed, created
+            {**answer_view(task, step), "position": position}, task.version, position, replayed, created
         )
 
 
@@ -482,13 +484,13 @@ class GroupWriter:
                     raise TaskNotFound(str(job.task_id))
                 print_, idem = command_print(job.name, job.task_id, job.args, job.key)
                 if job.key and task.replayed(job.key, print_):
-                    applied.append((future, task, progress_view(task), True))
+                    applied.append((future, task, answer_view(task, _order(job.args)), True))
                     continue
                 if job.if_match is not None and task.version not in job.if_match:
                     later.append((job, future))  # decided on its own, against the task as stored
                     continue
                 apply_command(task, job.name, job.args, idem)
-                applied.append((future, task, progress_view(task), False))
+                applied.append((future, task, answer_view(task, _order(job.args)), False))
             except BaseException as exc:
                 future.set_exception(exc)
         try:
@@ -520,6 +522,14 @@ class GroupWriter:
             future.set_result(Outcome({**view, "position": position}, view["version"], position, replayed))
         for job, future in later:
             _settle(future, partial(service.command_sync, *_job_args(job)), started=True)
+
+
+def _order(args: dict[str, Any]) -> int | None:
+    """The step a command names, if any."""
+    try:
+        return int(args["order"]) if "order" in args else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _job_args(job: CommandJob) -> tuple[UUID, str | None, str, dict[str, Any], str | None, Pin | None]:

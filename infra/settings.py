@@ -35,6 +35,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     snapshots: bool = True
+    tail_bytes: int = 64 * 1024 * 1024  # memory the shared log tail may hold (its entries and frames)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +80,7 @@ class Settings:
                 log_level=_choice("LOG_LEVEL", get("LOG_LEVEL") or defaults.log_level, LOG_LEVELS),
                 log_format=_choice("LOG_FORMAT", get("LOG_FORMAT") or defaults.log_format, LOG_FORMATS),
                 snapshots=_flag("SNAPSHOTS", get("SNAPSHOTS"), defaults.snapshots),
+                tail_bytes=_positive("TAIL_BYTES", number("TAIL_BYTES", defaults.tail_bytes, int)),
             )
         except ValueError as exc:
             raise SettingsError(f"invalid PROGRESSD_* setting: {exc}") from None
@@ -145,6 +147,12 @@ def _metrics_token(raw: str | None) -> str | None:
     if raw is not None and not 16 <= len(raw.encode()) <= 512:
         raise ValueError("PROGRESSD_METRICS_TOKEN must be 16 to 512 bytes long (`openssl rand -hex 32`)")
     return raw
+
+
+def _positive(name: str, value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"PROGRESSD_{name} must be a positive integer, not {value}")
+    return value
 
 
 def _subject_prefix(raw: str) -> str:

@@ -36,6 +36,26 @@ _ENCODING = threading.Lock()
 EVERYONE = "*"  # an all-tasks stream that sees every owner's tasks
 QUIET = 15.0  # seconds: how often waiting streams wake up when nothing happens (to look at the store)
 BATCH = 500  # events read (or taken from the writer) at a time
+MAX_BYTES = 64 * 1024 * 1024  # default bound on the tail's memory (PROGRESSD_TAIL_BYTES)
+# Memory an entry holds besides its frames' payload: the Entry, its frames tuple, the bytes objects' headers,
+# its task id, seq and position, and its slots in the tail's lists: 360-385 bytes measured with tracemalloc
+# (tests/integration/test_tail_bytes.py checks the count against it), plus room for the estimate members
+# an entry whose estimate is owed gains when encoded. Until then it holds message Structs, which take less
+# than their encoding: it is counted as that encoding.
+OVERHEAD = 420
+
+
+_buffers = threading.local()
+
+
+def frame(message: Message) -> bytes:
+    """A message encoded into a bytes object of its exact size: msgspec's `encode` leaves up to half again
+    as much allocated behind a large result, which the tail would hold for as long as it keeps the frame."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = bytearray()
+    encoder.encode_into(message, buffer)
+    return bytes(buffer)
 
 
 class Entry:
@@ -46,7 +66,7 @@ class Entry:
     progress message superseded before anyone sent it goes out with null estimate members.
     """
 
-    __slots__ = ("_estimate", "_frames", "_messages", "owner", "position", "seq", "task_id", "tick")
+    __slots__ = ("_estimate", "_frames", "_messages", "nbytes", "owner", "position", "seq", "task_id", "tick")
 
     def __init__(
         self,
@@ -62,12 +82,15 @@ class Entry:
         self.owner = owner
         self.seq = seq
         self.tick = bool(messages) and all(isinstance(m, ProgressMsg) for m in messages)
-        self._messages = messages
+        self._messages: tuple[Message, ...] = tuple(messages)
         self._estimate = estimate
         self._frames: tuple[bytes, ...] | None = None
         if estimate is None:
-            self._frames = tuple(encoder.encode(m) for m in messages)
-            self._messages = []
+            self._frames = tuple(frame(m) for m in messages)
+            self._messages = ()
+            self.nbytes = OVERHEAD + sum(len(f) for f in self._frames)
+        else:  # what the messages hold now: their text, as encoded without the estimate, and the Structs
+            self.nbytes = OVERHEAD + sum(len(encoder.encode(m)) for m in messages)
 
     @property
     def frames(self) -> tuple[bytes, ...]:
@@ -96,8 +119,8 @@ class Entry:
                     if isinstance(message, ProgressMsg):
                         for name in ETA_FIELDS:
                             setattr(message, name, fields.get(name))
-            self._frames = tuple(encoder.encode(m) for m in self._messages)
-            self._messages = []
+            self._frames = tuple(frame(m) for m in self._messages)
+            self._messages = ()
             self._estimate = None
 
 
@@ -154,7 +177,7 @@ class Batch:
         task_id = str(task.id)
         estimate = None
         if self.eta is not None and any(isinstance(m, ProgressMsg) for m in messages):
-            estimate = partial(self.eta, progress_view(task))
+            estimate = partial(self.eta, progress_view(task, compact=True))  # all the estimate reads
             earlier = self._last.get(task_id)
             if earlier is not None:
                 earlier.supersede()
@@ -175,29 +198,34 @@ def _seq(entry: Entry) -> int:
 
 
 class LogTail:
-    """Follows the log on a thread; keeps the last `window` events and up to `per_task` per task."""
+    """Follows the log on a thread; keeps the last `window` events, in at most `max_bytes` of memory.
+
+    A task's own buffer holds its entries that are in that window and no others: an entry leaves both at
+    once, so what the tail holds is what it counts. A reader whose cursor has left it reads the store.
+    """
 
     def __init__(
         self,
         app: ProgressApp,
         window: int = 20_000,
-        per_task: int = 2_000,
         tasks: int = 10_000,
         poll: float = 0.05,
         eta: Estimator | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self.app = app
         self.eta = eta
         self.watchers = Watchers()
         self.window = window
-        self.per_task = per_task
         self.max_tasks = tasks
+        self.max_bytes = max_bytes
         self.poll = poll
         self._lock = threading.Lock()
         self._entries: list[Entry] = []
         self._positions: list[int] = []
         self._by_task: OrderedDict[str, list[Entry]] = OrderedDict()
         self._owed: OrderedDict[str, Entry] = OrderedDict()  # entries whose estimate is made when first sent
+        self.bytes = 0  # what the entries in the window hold (Entry.nbytes)
         self.first = 0  # entries with position > first are all in memory (until trimmed)
         self.position = 0
         self._cache = TaskCache(app)
@@ -274,16 +302,13 @@ class LogTail:
             for entry in fresh:
                 self._entries.append(entry)
                 self._positions.append(entry.position)
+                self.bytes += entry.nbytes
                 buffer = self._by_task.get(entry.task_id)
                 if buffer is None:
                     buffer = self._by_task[entry.task_id] = []
-                    if len(self._by_task) > self.max_tasks:
-                        self._by_task.popitem(last=False)
                 else:
                     self._by_task.move_to_end(entry.task_id)
                 buffer.append(entry)
-                if len(buffer) > 2 * self.per_task:
-                    del buffer[: -self.per_task]
                 if entry.estimated:  # only a task's newest unsent progress message carries the estimate
                     earlier = self._owed.pop(entry.task_id, None)
                     if earlier is not None:
@@ -291,14 +316,39 @@ class LogTail:
                     self._owed[entry.task_id] = entry
                     if len(self._owed) > self.max_tasks:
                         self._owed.popitem(last=False)[1].supersede()
+            # Trim in steps (to the window, to 7/8 of the bytes) so that trimming costs O(1) per entry.
             if len(self._entries) > 2 * self.window:
-                cut = len(self._entries) - self.window
-                self.first = self._entries[cut - 1].position
-                del self._entries[:cut]
-                del self._positions[:cut]
+                self._trim(len(self._entries) - self.window)
+            if self.bytes > self.max_bytes:
+                cut, freed, target = 0, 0, self.bytes - self.max_bytes * 7 // 8
+                while freed < target and cut < len(self._entries) - 1:  # the newest entry stays
+                    freed += self._entries[cut].nbytes
+                    cut += 1
+                self._trim(cut)
             self.position = position
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._notify)
+
+    def _trim(self, cut: int) -> None:
+        """Drop the oldest `cut` entries from the window and from their tasks' buffers (under the lock)."""
+        if cut <= 0:
+            return
+        gone = self._entries[:cut]
+        self.first = gone[-1].position
+        del self._entries[:cut]
+        del self._positions[:cut]
+        dropped: Counter[str] = Counter()
+        for entry in gone:
+            self.bytes -= entry.nbytes
+            dropped[entry.task_id] += 1
+            if self._owed.get(entry.task_id) is entry:
+                del self._owed[entry.task_id]
+        for task_id, count in dropped.items():
+            buffer = self._by_task[task_id]
+            if count >= len(buffer):
+                del self._by_task[task_id]
+            else:
+                del buffer[:count]  # a task's oldest entries are the window's oldest of that task
 
     def _notify(self) -> None:
         assert self._changed is not None
@@ -341,6 +391,11 @@ class LogTail:
                 return None
             i = bisect.bisect_right(buffer, seq, key=_seq)  # no list of seqs: every subscriber asks
             return buffer[i : i + limit]
+
+    @property
+    def size(self) -> int:
+        """How many events the tail holds."""
+        return len(self._entries)
 
     def holds_task(self, task_id: str) -> bool:
         with self._lock:

@@ -4,6 +4,7 @@ that projects step_stats without any query, elsewhere after one small aggregate.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from domain.task import StepPlan
 from infra.readside import ReadSide
-from infra.runtime import Runtime
+from infra.runtime import LOOP_STEPS, Runtime
 from infra.service import NewTask
 from infra.settings import Settings
 
@@ -118,3 +119,28 @@ def test_an_answer_gets_its_estimate_without_a_query_when_the_history_is_at_hand
     assert rt.read.with_update_eta_at_hand(done.view) is None
     assert "eta_seconds" in asyncio.run(rt.with_update_eta(done.view))  # on a reader thread
     assert queries
+
+
+def test_a_big_plans_answer_gets_its_estimate_off_the_event_loop(scene: Scene) -> None:
+    """An estimate over hundreds of steps takes milliseconds: not on the event loop, even when at hand."""
+    rt = scene.rt
+    small, big = scene.task("a", "b"), scene.task(*(f"s{i}" for i in range(LOOP_STEPS + 1)))
+    views = [rt.service.command_sync(t, "local", "start", {"order": 1}).view for t in (small, big)]
+    rt.projector.run_once()
+    for view in views:
+        rt.read.with_update_eta(view)  # the history is at hand from now on
+    made_on: list[str] = []
+    original = rt.read.with_update_eta_at_hand
+
+    def recorded(view: dict[str, Any]) -> dict[str, Any] | None:
+        made_on.append(threading.current_thread().name)
+        return original(view)
+
+    rt.read.with_update_eta_at_hand = recorded  # type: ignore[method-assign]
+
+    async def answers() -> tuple[list[dict[str, Any]], str]:
+        return [await rt.with_update_eta(v) for v in views], threading.current_thread().name
+
+    got, loop_thread = asyncio.run(answers())
+    assert made_on == [loop_thread]  # the small plan's, on the loop; the big plan's went to a reader thread
+    assert got == [rt.read.with_update_eta(v) for v in views] and "eta_seconds" in got[1]

@@ -26,7 +26,15 @@ def test_a_nats_prefix_that_is_not_plain_subject_tokens_is_refused(bad: str) -> 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "loud"), ("SNAPSHOTS", "maybe"), ("PORT", "eighty")],
+    [
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "loud"),
+        ("SNAPSHOTS", "maybe"),
+        ("PORT", "eighty"),
+        ("TAIL_BYTES", "64MiB"),
+        ("TAIL_BYTES", "0"),
+        ("TAIL_BYTES", "-1"),
+    ],
 )
 def test_a_setting_with_an_unknown_value_is_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"PROGRESSD_{name}|{value}"):
@@ -36,3 +44,8 @@ def test_a_setting_with_an_unknown_value_is_refused_by_name(name: str, value: st
 def test_log_settings_take_any_case() -> None:
     settings = Settings.from_env({"PROGRESSD_LOG_FORMAT": "JSON", "PROGRESSD_LOG_LEVEL": "Warning"})
     assert (settings.log_format, settings.log_level) == ("json", "warning")
+
+
+def test_the_tail_byte_limit_defaults_to_64_mib() -> None:
+    assert Settings.from_env({}).tail_bytes == 64 * 1024 * 1024
+    assert Settings.from_env({"PROGRESSD_TAIL_BYTES": "1048576"}).tail_bytes == 1 << 20
