@@ -31,7 +31,9 @@ def plan(steps: int, substeps: int) -> dict[str, Any]:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=tmp_path)), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path)), base_url="http://localhost", raise_server_exceptions=False
+    ) as c:
         yield c
 
 

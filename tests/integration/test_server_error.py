@@ -29,7 +29,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     app = create_app(Settings(data_dir=tmp_path))
     app.add_route("/boom", boom)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -54,7 +54,7 @@ def test_a_500_says_connection_close_and_does_close(served: str) -> None:
 
     host, port = served.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as raw:
-        raw.sendall(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw.sendall(b"GET /boom HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         received = b""
         while chunk := raw.recv(65536):  # the server ends the connection: recv returns b""
             received += chunk
@@ -68,7 +68,7 @@ def test_an_answered_problem_keeps_the_connection(served: str) -> None:
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         pending = b""
         for _ in range(2):
-            raw.sendall(b"GET /api/tasks/nope/progress HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.sendall(b"GET /api/tasks/nope/progress HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             while b"\r\n\r\n" not in pending:
                 pending += raw.recv(65536)
             head, pending = pending.split(b"\r\n\r\n", 1)
