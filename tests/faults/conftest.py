@@ -7,9 +7,10 @@ import json
 import pytest
 
 from tests.e2e.conftest import server_factory  # a fixture: real `progressd serve` processes
+from tests.e2e.test_watch import terminals, tmux  # fixtures: real terminals in tmux
 from tests.faults.harness import FIGURES
 
-__all__ = ["server_factory"]
+__all__ = ["server_factory", "terminals", "tmux"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -15,17 +15,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 
 from client.cli import EXIT_CANCELLED, EXIT_OK, report
 from tests.e2e.conftest import ServerProcess
-from tests.e2e.debian import ensure_package
-from tests.e2e.test_watch import Terminal
+from tests.e2e.test_watch import Terminal, post
 from tests.faults.harness import FIGURES
 
 ESC, ST = "\x1b", "\x1b\\"
@@ -36,29 +32,6 @@ LOG = f"{ESC}]52;c;cHduZWQ={ST}\r[b]loud[/b]"
 REASON = f"stop {ESC}]0;cancel-title\x07"
 ASK = f"ok? {ESC}]0;approval-title\x07"
 INJECTED = [b"\x1b]0;", b"\x1b]52;", b"\x1b[2J", b"\x1b[H here", "\x9b".encode(), b"\x07", b"\r[b]loud"]
-
-
-@pytest.fixture
-def tmux() -> Path:
-    try:
-        return ensure_package(Path("/usr/bin/tmux"), "tmux")
-    except RuntimeError as exc:
-        pytest.fail(f"tmux is needed to test `progressd watch` and could not be installed: {exc}")
-
-
-@pytest.fixture
-def terminals(tmux: Path) -> Iterator[list[Terminal]]:
-    opened: list[Terminal] = []
-    yield opened
-    for terminal in opened:
-        terminal.close()
-
-
-def post(api: httpx.Client, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = api.post(path, json=body)
-    assert response.status_code in (200, 201), response.text
-    view: dict[str, Any] = response.json()
-    return view
 
 
 def test_watch_shows_control_sequences_as_text(
