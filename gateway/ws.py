@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.auth import LOOPBACK_ONLY, Auth, unauthorized
 from gateway.problems import Problem, to_problem
+from infra.commands import refuse_repeated_keys
 from infra.runtime import Runtime
 from infra.service import Outcome
 from infra.store import TaskNotFound
@@ -317,6 +318,7 @@ class Connection:
                 case Pong() | Authenticate():
                     pass
                 case _:
+                    refuse_repeated_keys(raw.encode())  # as over HTTP and NATS: no silent last-wins
                     await self.command(frame)
             return True
         except Exception as exc:

@@ -257,6 +257,7 @@ def test_bad_frames_get_typed_errors_and_change_nothing(server: ServerProcess) -
                     json.dumps({"type": "pause", "x": 1}),
                     json.dumps({"type": "resume"}),
                     json.dumps({"type": "approve", "step": 99}),
+                    '{"type": "pause", "id": "a", "id": "b"}',  # a repeated key: refused, not last-wins
                 ]:
                     await ws.send(frame)
                     out.append(await recv(ws))
@@ -266,9 +267,10 @@ def test_bad_frames_get_typed_errors_and_change_nothing(server: ServerProcess) -
                 return out, code
 
         errors, code = asyncio.run(scenario())
-        assert [e["type"] for e in errors] == ["error"] * 5
-        assert [e["status"] for e in errors] == [400, 422, 422, 409, 404]
+        assert [e["type"] for e in errors] == ["error"] * 6
+        assert [e["status"] for e in errors] == [400, 422, 422, 409, 404, 400]
         assert errors[3]["code"] == "illegal-transition"
+        assert errors[5]["code"] == "malformed-json" and "repeats the key 'id'" in errors[5]["detail"]
         assert code == 1008
         assert len(client.get(f"/api/tasks/{tid}/events").json()["events"]) == before
 
