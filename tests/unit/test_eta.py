@@ -435,8 +435,13 @@ def test_rows_without_recent_still_give_an_estimate() -> None:
 # ------------------------------------------------------------------------------------------------------
 
 
-def test_a_task_needing_several_blocks_of_draws_gets_independent_ones() -> None:
+def test_a_task_needing_several_blocks_of_draws_gets_independent_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from domain.eta import _BLOCK_ROWS, _noise
+
+    # A fresh table cache: an earlier estimate in this process (a 200-step plan) may have grown it already.
+    monkeypatch.setattr("domain.eta._tables", {})
 
     z, u = _noise(400, 3 * _BLOCK_ROWS + 1)  # four blocks
     assert z.shape == u.shape == (4 * _BLOCK_ROWS, 400)
