@@ -43,7 +43,9 @@ def loopback_host(header: str) -> bool:
         name = urlsplit(f"//{header}").hostname
     except ValueError:
         return False
-    return name is not None and (name == "localhost" or (name != "" and is_loopback(name)))
+    if not name:  # is_loopback takes "" (the server's own bind address) as loopback; a Host must name one
+        return False
+    return is_loopback(name)
 
 
 LOOPBACK_ONLY = "in local mode this server answers only to localhost, 127.0.0.1 or [::1]"

@@ -318,7 +318,7 @@ class Connection:
                 case Pong() | Authenticate():
                     pass
                 case _:
-                    refuse_repeated_keys(raw.encode())  # as over HTTP and NATS: no silent last-wins
+                    refuse_repeated_keys(raw)  # as over HTTP and NATS: no silent last-wins
                     await self.command(frame)
             return True
         except Exception as exc:

@@ -57,10 +57,10 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
 _PAIRS = json.JSONDecoder(object_pairs_hook=_no_repeats)
 
 
-def refuse_repeated_keys(raw: bytes) -> None:
+def refuse_repeated_keys(raw: bytes | str) -> None:
     """A 400 `malformed-json` problem when an object in a body msgspec already accepted repeats a key."""
     try:
-        _PAIRS.raw_decode(raw.decode().strip())
+        _PAIRS.raw_decode((raw.decode() if isinstance(raw, bytes) else raw).strip())
     except RecursionError:  # as deep as msgspec allowed, a little deeper than this scanner does
         raise Problem(
             422, "invalid-field", "request body is nested too deeply", errors=[{"path": "$"}]
